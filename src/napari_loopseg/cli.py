@@ -1,0 +1,164 @@
+"""``loopseg``: the command line, calling the same core functions as the napari widgets."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _error(message: str) -> None:
+    print(f"loopseg: error: {message}", file=sys.stderr)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .core.imageio import guess_layout, read_image, write_labels
+    from .core.models import ModelError, load_model
+    from .core.normalize import InputError
+    from .core.predict import DeviceError
+    from .core.progress import drive
+    from .core.segment import SegmentOptions, segment_iter
+
+    try:
+        model = load_model(args.model)
+    except ModelError as err:
+        _error(str(err))
+        return EXIT_USAGE
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    bar = tqdm(total=len(args.paths), unit="image", disable=None, bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
+    for done, path in enumerate(args.paths):
+        bar.set_description(path.name)
+        try:
+            image = read_image(path)
+            options = SegmentOptions(
+                model=model.name,
+                device=args.device,
+                tile_size=args.tile_size,
+                overlap=args.overlap,
+                batch_size=args.batch_size,
+                layout=guess_layout(image.shape, args.channel_axis, args.channel),
+            )
+
+            def advance(progress, done=done) -> None:
+                bar.n = done + progress.fraction
+                bar.refresh()
+
+            labels = drive(segment_iter(image, model, options), advance)
+            write_labels(args.out / f"{path.stem}.tif", labels)
+        except (InputError, DeviceError, OSError) as err:
+            failed += 1
+            bar.clear()
+            _error(str(err) if str(path) in str(err) else f"{path}: {err}")
+        bar.n = done + 1
+        bar.refresh()
+    bar.close()
+    ok = len(args.paths) - failed
+    print(f"segmented {ok} of {len(args.paths)} image(s) into {args.out}", file=sys.stderr)
+    return EXIT_FAILED if failed else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .core.imageio import read_image
+    from .core.metrics import Counts
+    from .core.normalize import InputError
+
+    for folder in (args.pred_dir, args.gt_dir):
+        if not folder.is_dir():
+            _error(f"{folder}: no such folder")
+            return EXIT_USAGE
+    preds = {p.stem: p for p in sorted(args.pred_dir.glob("*.tif*"))}
+    truths = {p.stem: p for p in sorted(args.gt_dir.glob("*.tif*"))}
+    common = sorted(preds.keys() & truths.keys())
+    if not common:
+        _error(f"no file names in common between {args.pred_dir} and {args.gt_dir}")
+        return EXIT_USAGE
+    missing = sorted(truths.keys() - preds.keys())
+    if missing and not args.allow_missing:
+        _error(f"{len(missing)} ground-truth image(s) have no prediction, e.g. {missing[0]}; "
+               "pass --allow-missing to score the others")
+        return EXIT_FAILED
+    counts = Counts()
+    for stem in common:
+        try:
+            truth, pred = read_image(truths[stem]), read_image(preds[stem])
+            counts.add(truth, pred)
+        except (InputError, ValueError) as err:
+            _error(f"{stem}: {err}")
+            return EXIT_FAILED
+    summary = counts.summary()
+    print(f"images: {len(common)}  true objects: {counts.tp[0.5] + counts.fn[0.5]}")
+    print(f"AP@0.50: {summary['ap50']:.4f}")
+    print(f"AP@0.75: {summary['ap75']:.4f}")
+    print(f"mean AP@0.50:0.95: {summary['map']:.4f}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .core.models import ModelError, bundled_dir, load_path, model_paths
+
+    rows = []
+    for name, path in model_paths().items():
+        try:
+            card = load_path(path).card
+        except ModelError as err:
+            _error(str(err))
+            continue
+        source = "bundled" if path.parent == bundled_dir() else "user"
+        val = card.get("metrics", {}).get("dsb2018_val", {}).get("ap50")
+        rows.append((name, source, card.get("parent") or "-", "-" if val is None else f"{val:.3f}", str(path)))
+    header = ("name", "source", "parent", "val AP@0.5", "path")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loopseg", description="Segment nuclei with LoopSeg's U-Net.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment images into instance label TIFFs")
+    seg.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="TIFF, PNG or JPEG images")
+    seg.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for <stem>.tif labels")
+    seg.add_argument("--model", default="nuclei", help="model name (see `loopseg models`) or .safetensors file")
+    seg.add_argument("--tile-size", type=int, default=1024, metavar="N", help="tile side in pixels (default 1024)")
+    seg.add_argument("--overlap", type=int, default=None, metavar="N",
+                     help="halo around each tile (default: the network's receptive field, exact)")
+    seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    seg.add_argument("--batch-size", type=int, default=None, metavar="N", help="tiles per batch")
+    seg.add_argument("--channel-axis", type=int, default=None, metavar="A", help="axis holding channels")
+    seg.add_argument("--channel", type=int, default=0, metavar="C", help="channel to segment (with --channel-axis)")
+    seg.set_defaults(func=_segment)
+
+    ev = sub.add_parser("evaluate", help="AP of predicted labels against ground truth (matched by file name)")
+    ev.add_argument("pred_dir", type=Path, metavar="PRED_DIR")
+    ev.add_argument("gt_dir", type=Path, metavar="GT_DIR")
+    ev.add_argument("--allow-missing", action="store_true", help="score only images present in both")
+    ev.set_defaults(func=_evaluate)
+
+    mod = sub.add_parser("models", help="list bundled and user models")
+    mod.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="loopseg: %(message)s")
+    for name in ("tile_size", "batch_size", "overlap"):
+        value = getattr(args, name, None)
+        if value is not None and value < (0 if name == "overlap" else 1):
+            _error(f"--{name.replace('_', '-')} must be positive, got {value}")
+            return EXIT_USAGE
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Model registry: bundled and user models as safetensors weights with a JSON model card.
+
+A model is one ``<name>.safetensors`` file: the weights (half precision) and, in its metadata,
+the model card (architecture, normalisation, decode thresholds, training summary, metrics,
+parent). One file is easy to share; a ``<name>.json`` copy of the card sits beside it for people
+to read. Loading never unpickles and validates both the card and every tensor's shape.
+Bundled models live read-only in the package; user models in the user data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from .instances import DecodeParams
+from .normalize import Normalization
+
+if TYPE_CHECKING:  # torch loads lazily: napari imports plugins at start-up
+    from .unet import UNet, UNetConfig
+
+FORMAT = "loopseg-model"
+FORMAT_VERSION = 1
+CARD_KEY = "loopseg_card"
+DEFAULT_MODEL = "nuclei"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ModelError(ValueError):
+    """A model cannot be found, read or trusted; the message names the file and the problem."""
+
+
+@dataclass
+class Model:
+    """A loaded model: the torch module plus what is needed to use it as it was trained."""
+
+    name: str
+    net: "UNet"
+    card: dict
+    path: Path | None = None
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization.from_dict(self.card.get("normalization", {}))
+
+    @property
+    def decode_params(self) -> DecodeParams:
+        return DecodeParams.from_dict(self.card.get("decode", {}))
+
+    @property
+    def parent(self) -> str | None:
+        return self.card.get("parent")
+
+
+def bundled_dir() -> Path:
+    return Path(str(resources.files("napari_loopseg") / "models"))
+
+
+def user_dir() -> Path:
+    """Where user models live; ``LOOPSEG_MODEL_DIR`` overrides (tests, shared installs)."""
+    override = os.environ.get("LOOPSEG_MODEL_DIR")
+    if override:
+        return Path(override)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("loopseg", appauthor=False)) / "models"
+
+
+def model_paths() -> dict[str, Path]:
+    """Every known model by name; bundled names win over user files of the same name."""
+    found: dict[str, Path] = {}
+    for folder in (user_dir(), bundled_dir()):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.safetensors")):
+                found[path.stem] = path
+    return found
+
+
+def make_card(
+    name: str,
+    config: "UNetConfig",
+    normalization: Normalization,
+    decode: DecodeParams,
+    parent: str | None = None,
+    training: dict | None = None,
+    metrics: dict | None = None,
+) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "parent": parent,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "architecture": {"type": "unet", **config.to_dict()},
+        "outputs": ["foreground", "boundary", "distance"],
+        "normalization": normalization.to_dict(),
+        "decode": decode.to_dict(),
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+
+
+def _read_card(path: Path) -> dict:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(f"{path}: not a readable safetensors model file ({err})") from err
+    if CARD_KEY not in meta:
+        raise ModelError(f"{path}: safetensors file has no LoopSeg model card; it is not a LoopSeg model")
+    try:
+        card = json.loads(meta[CARD_KEY])
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: model card is not valid JSON ({err})") from err
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise ModelError(f"{path}: model card has the wrong format")
+    if int(card.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelError(f"{path}: made by a newer LoopSeg (card version {card['format_version']}); upgrade")
+    return card
+
+
+def load_path(path: str | Path) -> Model:
+    """Load and validate a model file; raises :class:`ModelError` with the reason."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .unet import UNet, UNetConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    card = _read_card(path)
+    try:
+        arch = card["architecture"]
+        if arch.get("type") != "unet":
+            raise ValueError(f"unknown architecture type {arch.get('type')!r}")
+        config = UNetConfig.from_dict(arch)
+        Normalization.from_dict(card.get("normalization", {}))
+        DecodeParams.from_dict(card.get("decode", {}))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{path}: invalid model card ({err})") from err
+    net = UNet(config)
+    try:
+        state = load_file(str(path))
+        expected = {k for k in net.state_dict() if not k.endswith("num_batches_tracked")}
+        if set(state) != expected:
+            wrong = sorted(set(state) ^ expected)[:3]
+            raise RuntimeError(f"tensor names differ from the architecture's: {wrong}")
+        net.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise ModelError(f"{path}: weights do not match the card's architecture ({err})") from err
+    return Model(name=str(card.get("name") or path.stem), net=net.eval(), card=card, path=path)
+
+
+def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> Model:
+    """A model by registry name (``nuclei``, a fine-tuned version) or by file path."""
+    if isinstance(name_or_path, Model):
+        return name_or_path
+    text = str(name_or_path)
+    paths = model_paths()
+    if text in paths:
+        return load_path(paths[text])
+    if Path(text).suffix == ".safetensors" or os.sep in text or Path(text).is_file():
+        return load_path(text)
+    known = ", ".join(sorted(paths)) or "none"
+    raise ModelError(f"unknown model {text!r}; known models: {known}")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_model(net: "UNet", card: dict, folder: Path | None = None) -> Path:
+    """Write ``<name>.safetensors`` (+ ``.json`` card) atomically; refuses to overwrite."""
+    import torch
+    from safetensors.torch import save_file
+
+    name = card["name"]
+    if not _NAME.match(name):
+        raise ModelError(f"invalid model name {name!r}: use letters, digits, '.', '_' or '-'")
+    folder = Path(folder) if folder is not None else user_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.safetensors"
+    if path.exists() or (folder != bundled_dir() and name in model_paths()):
+        raise ModelError(f"a model named {name!r} already exists")
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in net.state_dict().items()}
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    text = json.dumps(card, indent=2, sort_keys=True)
+    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={CARD_KEY: text}))
+    return path

@@ -1,0 +1,167 @@
+"""Turn whatever array a user has into the network's input: one float32 plane in [0, 1]-ish.
+
+Normalisation is computed once per plane (percentiles over the whole plane, or a strided sample
+of it for huge planes), never per tile, so every tile sees the same intensity mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+Invert = Literal["auto", "yes", "no"]
+_SAMPLE_PIXELS = 4_000_000
+MIN_SIDE = 4
+_LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+
+
+class InputError(ValueError):
+    """The user's image cannot be segmented as given; the message says why."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How raw intensities map to network input; stored in the model card."""
+
+    low: float = 1.0
+    high: float = 99.8
+    invert: Invert = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Normalization:
+        low, high = float(data.get("low", 1.0)), float(data.get("high", 99.8))
+        invert = data.get("invert", "auto")
+        if not (0 <= low < high <= 100) or invert not in ("auto", "yes", "no"):
+            raise ValueError(f"invalid normalisation {data}")
+        return cls(low, high, invert)
+
+
+def check_dtype(array: np.ndarray) -> None:
+    """Reject data that is not intensities (complex, text, objects)."""
+    kind = np.dtype(array.dtype).kind
+    if kind not in "biuf":
+        raise InputError(f"unsupported pixel type {array.dtype}: expected integers or floats")
+
+
+def _sample(plane: np.ndarray) -> np.ndarray:
+    step = max(1, int(np.ceil(np.sqrt(plane.size / _SAMPLE_PIXELS))))
+    return plane[::step, ::step]
+
+
+def to_grey(plane: np.ndarray, rgb: bool) -> np.ndarray:
+    """RGB(A) -> luminance (alpha dropped); grey stays grey. Returns float32."""
+    plane = np.asarray(plane)
+    check_dtype(plane)
+    if rgb:
+        if plane.ndim != 3 or plane.shape[-1] not in (3, 4):
+            raise InputError(f"RGB image must be (height, width, 3 or 4), got {plane.shape}")
+        return (plane[..., :3].astype(np.float32) @ _LUMA).astype(np.float32)
+    if plane.ndim != 2:
+        raise InputError(f"expected a 2D plane, got shape {plane.shape}")
+    return plane.astype(np.float32, copy=False)
+
+
+def normalize_plane(plane: np.ndarray, rgb: bool = False, norm: Normalization = Normalization()) -> np.ndarray:
+    """Percentile-normalise one plane to float32 (H, W), foreground bright.
+
+    ``invert="auto"`` flips images whose background is bright (brightfield, H&E stains), judged
+    by where the median (the background in sparse images) lies between the percentiles.
+    """
+    grey = to_grey(plane, rgb)
+    if min(grey.shape) < 1:
+        raise InputError(f"image is empty: shape {grey.shape}")
+    sample = _sample(grey)
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        raise InputError("image has no finite pixel values")
+    lo, hi = np.percentile(finite, [norm.low, norm.high])
+    scale = float(hi - lo) if hi > lo else 1.0
+    out = (np.nan_to_num(grey, nan=lo, posinf=hi, neginf=lo) - lo) / scale
+    out = out.astype(np.float32, copy=False)
+    if norm.invert == "yes" or (norm.invert == "auto" and np.median(finite) > lo + 0.5 * scale):
+        out = 1.0 - out
+    return out
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which axes of a user's array are planes, channels and colour."""
+
+    rgb: bool = False
+    channel_axis: int | None = None
+    channel: int = 0
+
+
+def _without_channel_and_colour(shape: tuple[int, ...], layout: Layout) -> tuple[int, ...]:
+    shape = tuple(int(n) for n in shape)
+    if layout.channel_axis is not None:
+        if not -len(shape) <= layout.channel_axis < len(shape):
+            raise InputError(f"channel axis {layout.channel_axis} does not exist in shape {shape}")
+        axis = layout.channel_axis % len(shape)
+        shape = shape[:axis] + shape[axis + 1 :]
+    if layout.rgb:
+        if not shape or shape[-1] not in (3, 4):
+            raise InputError(f"RGB images need a last axis of 3 or 4, got shape {shape}")
+        shape = shape[:-1]
+    if len(shape) < 2:
+        raise InputError(f"image needs at least 2 spatial dimensions, got shape {shape}")
+    return shape
+
+
+def plane_shape(shape: tuple[int, ...], layout: Layout) -> tuple[int, int]:
+    """Height and width of each plane an array of ``shape`` yields."""
+    spatial = _without_channel_and_colour(shape, layout)
+    return spatial[-2], spatial[-1]
+
+
+def stack_shape(shape: tuple[int, ...], layout: Layout) -> tuple[int, ...]:
+    """Leading (time, Z, ...) axes over which planes are iterated."""
+    return _without_channel_and_colour(shape, layout)[:-2]
+
+
+def select_channel(array, layout: Layout):
+    """Drop the channel axis by picking ``layout.channel`` (works on numpy and dask arrays)."""
+    if layout.channel_axis is None:
+        return array
+    axis = layout.channel_axis % array.ndim
+    if not 0 <= layout.channel < array.shape[axis]:
+        raise InputError(f"channel {layout.channel} does not exist: the channel axis has {array.shape[axis]}")
+    index = [slice(None)] * array.ndim
+    index[axis] = layout.channel
+    return array[tuple(index)]
+
+
+def stack_shape(shape: tuple[int, ...], layout: Layout) -> tuple[int, ...]:
+    """Leading (time, Z, ...) axes over which planes are iterated."""
+    ndim = len(shape) - (layout.channel_axis is not None) - layout.rgb
+    plane_shape(shape, layout)
+    if layout.channel_axis is not None:
+        shape = shape[: layout.channel_axis % len(shape)] + shape[layout.channel_axis % len(shape) + 1 :]
+    return tuple(shape[: ndim - 2])
+
+
+def iter_planes(array, layout: Layout) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Yield ``(index, plane)`` for every 2D (or RGB) plane; ``index`` addresses the output stack."""
+    check_dtype(array)
+    lead = stack_shape(tuple(array.shape), layout)
+    array = select_channel(array, layout)
+    for index in np.ndindex(*lead):
+        yield index, np.asarray(array[index])
+
+
+def check_image(image, layout: Layout) -> tuple[tuple[int, ...], tuple[int, int]]:
+    """Validate an array against ``layout``; return (stack shape, plane shape) or raise InputError."""
+    shape = tuple(int(n) for n in getattr(image, "shape", ()))
+    if not shape or not hasattr(image, "dtype"):
+        raise InputError("input is not an image array")
+    check_dtype(image)
+    height, width = plane_shape(shape, layout)
+    if min(height, width) < MIN_SIDE:
+        raise InputError(f"image plane {height}x{width} is too small (at least {MIN_SIDE}x{MIN_SIDE} pixels)")
+    return stack_shape(shape, layout), (height, width)

@@ -1,0 +1,214 @@
+"""Training as a generator: yields progress at every step, returns the trained network.
+
+One generator, several drivers: the bundled-model script, fine-tuning from the napari widget
+(in a worker thread, which may stop iterating at any yield to cancel) and the command line.
+Training never modifies the arrays it is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .predict import autocast_dtype, resolve_device
+from .targets import make_targets, make_weights
+from .unet import UNet
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training image: normalised plane, instance labels, optional reviewed mask."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    reviewed: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.image.shape != self.labels.shape:
+            raise ValueError(f"image {self.image.shape} and labels {self.labels.shape} differ in shape")
+        if self.reviewed is not None and self.reviewed.shape != self.labels.shape:
+            raise ValueError(f"reviewed mask {self.reviewed.shape} and labels {self.labels.shape} differ")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults work without touching them; the rest is for those who want it."""
+
+    steps: int = 300
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: float = 0.05
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    intensity_jitter: float = 0.2
+    noise: float = 0.03
+    freeze_norm: bool = False
+    validate_every: int = 0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    step: int
+    steps: int
+    loss: float
+    seconds: float
+    validation: dict = field(default_factory=dict)
+
+
+def _lr_factor(step: int, config: TrainConfig) -> float:
+    warm = max(1, int(config.warmup * config.steps))
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, config.steps - warm)))
+
+
+class CropSampler:
+    """Random crops (with scale, flips, rotations, intensity jitter) and their targets."""
+
+    def __init__(self, samples: Sequence[Sample], config: TrainConfig, rng: np.random.Generator) -> None:
+        if not samples:
+            raise ValueError("no training samples")
+        self.samples = samples
+        self.config = config
+        self.rng = rng
+        supervised = np.array(
+            [s.labels.size if s.reviewed is None else float(s.reviewed.sum()) for s in samples], float
+        )
+        if supervised.sum() <= 0:
+            raise ValueError("no reviewed pixels to learn from")
+        self.p = np.sqrt(supervised) / np.sqrt(supervised).sum()
+        self.reviewed_coords = [None if s.reviewed is None else np.argwhere(s.reviewed) for s in samples]
+
+    def _window(self, index: int, size: int) -> tuple[int, int]:
+        h, w = self.samples[index].labels.shape
+        coords = self.reviewed_coords[index]
+        if coords is not None and len(coords):
+            cy, cx = coords[self.rng.integers(len(coords))] + self.rng.integers(-size // 4, size // 4 + 1, 2)
+            y0, x0 = cy - size // 2, cx - size // 2
+        else:
+            y0, x0 = self.rng.integers(0, max(1, h - size + 1)), self.rng.integers(0, max(1, w - size + 1))
+        return int(np.clip(y0, 0, max(0, h - size))), int(np.clip(x0, 0, max(0, w - size)))
+
+    def crop(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cfg = self.config
+        index = int(self.rng.choice(len(self.samples), p=self.p))
+        sample = self.samples[index]
+        scale = float(np.exp(self.rng.uniform(*np.log(cfg.scale_range))))
+        size = max(8, int(round(cfg.crop / scale)))
+        y0, x0 = self._window(index, size)
+        window = np.s_[y0 : y0 + size, x0 : x0 + size]
+        image = sample.image[window].astype(np.float32)
+        labels = sample.labels[window]
+        valid = np.ones(labels.shape, np.float32) if sample.reviewed is None else sample.reviewed[window].astype(np.float32)
+        if image.shape != (size, size):  # image smaller than the crop: pad, weigh padding zero
+            ph, pw = size - image.shape[0], size - image.shape[1]
+            image = np.pad(image, ((0, ph), (0, pw)), mode="reflect" if min(image.shape) > max(ph, pw) else "edge")
+            labels = np.pad(labels, ((0, ph), (0, pw)))
+            valid = np.pad(valid, ((0, ph), (0, pw)))
+        if size != cfg.crop:
+            image, labels, valid = _resize(image, labels, valid, cfg.crop)
+        targets = make_targets(labels)
+        weights = make_weights(labels) * valid
+        k, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
+        image, targets, weights = (_orient(a, k, flip) for a in (image, targets, weights))
+        gain = 1 + self.rng.uniform(-cfg.intensity_jitter, cfg.intensity_jitter)
+        offset = self.rng.uniform(-cfg.intensity_jitter, cfg.intensity_jitter) / 2
+        image = image * gain + offset + self.rng.normal(0, cfg.noise * self.rng.uniform(), image.shape)
+        return image.astype(np.float32), targets, weights
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        crops = [self.crop() for _ in range(self.config.batch_size)]
+        images, targets, weights = (np.stack(parts) for parts in zip(*crops))
+        return torch.from_numpy(images[:, None]), torch.from_numpy(targets), torch.from_numpy(weights[:, None])
+
+
+def _orient(array: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    array = np.rot90(array, k, axes=(-2, -1))
+    return np.ascontiguousarray(array[..., ::-1] if flip else array)
+
+
+def _resize(image: np.ndarray, labels: np.ndarray, valid: np.ndarray, size: int):
+    t = torch.from_numpy
+    image = F.interpolate(t(image)[None, None], size=(size, size), mode="bilinear", align_corners=False)
+    labels = F.interpolate(t(labels.astype(np.int64)).double()[None, None], size=(size, size), mode="nearest")
+    valid = F.interpolate(t(valid)[None, None], size=(size, size), mode="nearest")
+    return image[0, 0].numpy(), labels[0, 0].numpy().astype(np.int64), valid[0, 0].numpy()
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Pixel-weighted binary cross-entropy over all maps; zero-weight pixels teach nothing."""
+    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+    return (per_pixel * weights).sum() / (weights.sum() * logits.shape[1]).clamp_min(1.0)
+
+
+def train_iter(
+    net: UNet,
+    samples: Sequence[Sample],
+    config: TrainConfig = TrainConfig(),
+    validate: Callable[[UNet], dict] | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
+) -> Generator[TrainProgress, None, UNet]:
+    """Fine-tune a copy of ``net``; yield progress every step; return the trained copy (eval, CPU).
+
+    ``checkpoint`` receives the full training state after each validation; passing such a state
+    as ``resume`` continues from it (the bundled-model script uses this to survive restarts).
+    """
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    sampler = CropSampler(samples, config, rng)
+    device = resolve_device(config.device)
+    dtype = autocast_dtype(device, config.precision)
+    model = copy.deepcopy(net).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
+    first = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        rng.bit_generator.state = resume["rng"]
+        first = int(resume["step"])
+    start = time.perf_counter()
+    for step in range(first, config.steps):
+        model.train()
+        if config.freeze_norm:
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.eval()
+        images, targets, weights = (t.to(device) for t in sampler.batch())
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = model(images.contiguous(memory_format=torch.channels_last))
+        loss = weighted_loss(logits, targets, weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        validation = {}
+        last = step + 1 == config.steps
+        if validate is not None and config.validate_every and ((step + 1) % config.validate_every == 0 or last):
+            model.eval()
+            validation = validate(model)
+            if checkpoint is not None:
+                checkpoint(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "rng": rng.bit_generator.state,
+                        "step": step + 1,
+                    }
+                )
+        yield TrainProgress(step + 1, config.steps, float(loss.detach()), time.perf_counter() - start, validation)
+    return model.eval().to("cpu").to(memory_format=torch.contiguous_format)

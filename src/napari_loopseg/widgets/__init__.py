@@ -1,0 +1,1 @@
+"""napari dock widgets: read layers, run core generators in workers, write layers on the GUI thread."""

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from napari_loopseg.core.metrics import Counts, average_precision, iou_matrix
+
+
+def test_perfect_prediction_scores_one():
+    truth = np.zeros((20, 20), int)
+    truth[2:8, 2:8], truth[10:18, 10:18] = 1, 2
+    pred = np.where(truth == 1, 7, np.where(truth == 2, 3, 0))
+    assert average_precision([truth], [pred]) == {"ap50": 1.0, "ap75": 1.0, "map": 1.0}
+
+
+def test_counts_missed_split_and_spurious_objects():
+    truth = np.zeros((20, 40), int)
+    truth[0:10, 0:10] = 1  # found
+    truth[0:10, 20:30] = 2  # missed
+    pred = np.zeros_like(truth)
+    pred[0:10, 0:10] = 1
+    pred[15:20, 35:40] = 2  # spurious
+    counts = Counts()
+    counts.add(truth, pred)
+    assert counts.ap(0.5) == pytest.approx(1 / 3)  # TP 1, FP 1, FN 1
+
+
+def test_iou_values():
+    truth = np.zeros((10, 10), int)
+    truth[0:4, 0:4] = 1
+    pred = np.zeros_like(truth)
+    pred[0:4, 2:6] = 1
+    assert iou_matrix(truth, pred)[0, 0] == pytest.approx(8 / 24)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shapes differ"):
+        iou_matrix(np.zeros((4, 4), int), np.zeros((4, 5), int))

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_loopseg.core.predict import Predictor
+from napari_loopseg.core.tiling import TilePlan
+from napari_loopseg.core.unet import UNet, UNetConfig
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(1)
+    model = UNet(UNetConfig(width=4, depth=3))
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            torch.nn.init.kaiming_normal_(m.weight)  # signals carry far: seams would show
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial normalisation statistics
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("shape", [(200, 333), (77, 50), (5, 9), (130, 16), (64, 64)])
+def test_tiled_equals_whole_image(net, shape):
+    """Sizes not divisible by 16, smaller than one tile, one tile wide: all match exactly."""
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    whole = Predictor(net, device="cpu", precision="fp32", tile_size=100_000).predict(image)
+    tiled = Predictor(net, device="cpu", precision="fp32", tile_size=128, batch_size=3).predict(image)
+    assert whole.shape == (3, *shape)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_too_small_halo_shows_seams(net):
+    """The equality above is not vacuous: a halo below the receptive field breaks it."""
+    image = np.random.default_rng(0).random((200, 200), dtype=np.float32)
+    whole = Predictor(net, device="cpu", precision="fp32", tile_size=100_000).predict(image)
+    seamy = Predictor(net, device="cpu", precision="fp32", tile_size=64, halo=8).predict(image)
+    assert np.abs(seamy - whole).max() > 1e-2
+
+
+def test_plan_covers_every_pixel_once():
+    plan = TilePlan.make((300, 130), tile=128, halo=24, multiple=8)
+    out = np.zeros((1, 300, 130), np.int32)
+    for origin in plan.origins():
+        ones = np.ones((1, *plan.tile_shape), np.int32)
+        region = np.zeros_like(out)
+        plan.place(region, ones, origin)
+        out += region
+    assert (out == 1).all()
+    assert all(y % 8 == 0 and x % 8 == 0 for y, x in plan.origins())
+
+
+def test_large_tile_means_one_tile():
+    plan = TilePlan.make((300, 130), tile=4096, halo=24, multiple=8)
+    assert len(plan) == 1
