@@ -81,7 +81,10 @@ def main() -> None:
     parser.add_argument("--validate-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     args.run.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(

@@ -13,17 +13,40 @@ def model_dir(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.fixture
-def tiny_model(model_dir):
-    """A registered, untrained 2-level U-Net called 'tiny' (fast; its output is arbitrary)."""
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """A small U-Net trained for a few seconds on synthetic nuclei: finds some, fast to run."""
+    import numpy as np
     import torch
 
     from napari_loopseg.core.instances import DecodeParams
-    from napari_loopseg.core.models import load_model, make_card, save_model
-    from napari_loopseg.core.normalize import Normalization
+    from napari_loopseg.core.models import make_card, save_model
+    from napari_loopseg.core.normalize import Normalization, normalize_plane
+    from napari_loopseg.core.progress import drive
+    from napari_loopseg.core.synthetic import make_nuclei
+    from napari_loopseg.core.train import Sample, TrainConfig, train_iter
     from napari_loopseg.core.unet import UNet, UNetConfig
 
     torch.manual_seed(0)
-    config = UNetConfig(width=4, depth=2)
-    save_model(UNet(config), make_card("tiny", config, Normalization(), DecodeParams()), model_dir)
+    samples = []
+    for seed in range(4):
+        image, labels = make_nuclei((128, 128), seed=seed)
+        samples.append(Sample(normalize_plane(image), labels.astype(np.int32)))
+    config = UNetConfig(width=8, depth=2)
+    settings = TrainConfig(steps=80, batch_size=4, crop=64, lr=1e-2, device="cpu", precision="fp32")
+    net = drive(train_iter(UNet(config), samples, settings))
+    card = make_card("tiny", config, Normalization(), DecodeParams())
+    return save_model(net, card, tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def tiny_model(model_dir, tiny_model_file):
+    """The tiny model registered as 'tiny' in this test's user model folder."""
+    import shutil
+
+    from napari_loopseg.core.models import load_model
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tiny_model_file.with_suffix(suffix), model_dir / f"tiny{suffix}")
     return load_model("tiny")

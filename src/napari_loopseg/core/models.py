@@ -155,6 +155,9 @@ def load_path(path: str | Path) -> Model:
         if set(state) != expected:
             wrong = sorted(set(state) ^ expected)[:3]
             raise RuntimeError(f"tensor names differ from the architecture's: {wrong}")
+        bad = [k for k, v in state.items() if not v.float().isfinite().all()]
+        if bad:
+            raise RuntimeError(f"non-finite values in {bad[:3]}")
         net.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     except (SafetensorError, RuntimeError, OSError) as err:
         raise ModelError(f"{path}: weights do not match the card's architecture ({err})") from err
@@ -202,6 +205,10 @@ def save_model(net: "UNet", card: dict, folder: Path | None = None) -> Path:
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in net.state_dict().items()}
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     text = json.dumps(card, indent=2, sort_keys=True)
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
     _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={CARD_KEY: text}))
+    try:
+        _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return path
