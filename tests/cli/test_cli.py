@@ -1,0 +1,106 @@
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image as PILImage
+
+from napari_loopseg.cli import main
+from napari_loopseg.core.synthetic import make_nuclei
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image, truth = make_nuclei((140, 150), seed=7)
+    tifffile.imwrite(folder / "lzw.tif", image, compression="lzw")
+    tifffile.imwrite(folder / "zlib.tif", image, compression="zlib")
+    grey8 = (image.astype(float) / image.max() * 255).astype(np.uint8)
+    PILImage.fromarray(grey8).save(folder / "grey.png")
+    PILImage.fromarray(np.repeat(255 - grey8[..., None], 3, axis=-1)).save(folder / "bright.jpg", quality=95)
+    truth_dir = tmp_path / "truth"
+    truth_dir.mkdir()
+    for stem in ("lzw", "zlib"):
+        tifffile.imwrite(truth_dir / f"{stem}.tif", truth)
+    return folder, truth_dir
+
+
+def test_segment_writes_one_tif_per_image(tiny_model, images, tmp_path):
+    folder, _ = images
+    out = tmp_path / "out"
+    paths = sorted(folder.iterdir())
+    assert main(["segment", *map(str, paths), "--out", str(out), "--model", "tiny"]) == 0
+    for path in paths:
+        labels = tifffile.imread(out / f"{path.stem}.tif")
+        assert labels.shape == (140, 150) and labels.dtype == np.uint16
+    assert np.array_equal(tifffile.imread(out / "lzw.tif"), tifffile.imread(out / "zlib.tif"))
+
+
+def test_a_bad_file_is_named_and_the_others_still_run(tiny_model, images, tmp_path, capsys):
+    folder, _ = images
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.tif").write_bytes(b"II*\x00garbage")
+    out = tmp_path / "out"
+    args = ["segment", str(folder / "broken.tif"), str(folder / "lzw.tif"), str(folder / "notes.txt")]
+    assert main([*args, "--out", str(out), "--model", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.tif: " in err
+    assert "notes.txt: unsupported file type .txt" in err
+    assert sorted(p.name for p in out.iterdir()) == ["lzw.tif"]
+
+
+def test_tile_size_does_not_change_objects(tiny_model, images, tmp_path):
+    folder, _ = images
+    small, large = tmp_path / "small", tmp_path / "large"
+    common = [str(folder / "lzw.tif"), "--model", "tiny", "--device", "cpu"]
+    assert main(["segment", *common, "--out", str(small), "--tile-size", "64"]) == 0
+    assert main(["segment", *common, "--out", str(large), "--tile-size", "4096"]) == 0
+    assert main(["evaluate", str(small), str(large), "--allow-missing"]) == 0
+    a, b = tifffile.imread(small / "lzw.tif"), tifffile.imread(large / "lzw.tif")
+    from napari_loopseg.core.metrics import Counts
+
+    counts = Counts()
+    counts.add(a, b)
+    assert a.max() > 0 and counts.ap(0.9) >= 0.99
+
+
+def test_evaluate_prints_ap(images, tmp_path, capsys):
+    _, truth = images
+    assert main(["evaluate", str(truth), str(truth)]) == 0
+    out = capsys.readouterr().out
+    assert "AP@0.50: 1.0000" in out and "AP@0.75: 1.0000" in out and "mean AP@0.50:0.95: 1.0000" in out
+
+
+def test_evaluate_reports_missing_predictions(images, tmp_path, capsys):
+    _, truth = images
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(truth / "lzw.tif", partial / "lzw.tif")
+    assert main(["evaluate", str(partial), str(truth)]) == 1
+    assert "no prediction" in capsys.readouterr().err
+
+
+def test_unknown_model_and_bad_options(images, tmp_path, capsys):
+    folder, _ = images
+    out = tmp_path / "out"
+    assert main(["segment", str(folder / "lzw.tif"), "--out", str(out), "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["segment", str(folder / "lzw.tif"), "--out", str(out), "--tile-size", "0"]) == 2
+    assert not out.exists()
+
+
+def test_models_lists_registered(tiny_model, capsys):
+    assert main(["models"]) == 0
+    assert "tiny" in capsys.readouterr().out
+
+
+def test_console_script_entry_point(tiny_model, tmp_path):
+    result = subprocess.run(
+        ["loopseg", "segment", str(tmp_path / "missing.tif"), "--out", str(tmp_path), "--model", "tiny"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "missing.tif: no such file" in result.stderr

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_loopseg.core.synthetic import make_nuclei
+from napari_loopseg.widgets.segment_widget import CURRENT_PLANE, SegmentWidget
+
+
+@pytest.fixture
+def image():
+    return make_nuclei((128, 144), seed=11)[0]
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tiny_model, qtbot):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.models.refresh(select="tiny")
+    assert widget.models.model_name == "tiny"
+    return widget
+
+
+def click_segment(widget, qtbot):
+    qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+
+
+def labels_layers(viewer):
+    return [layer for layer in viewer.layers if layer._type_string == "labels"]
+
+
+def test_click_segment_adds_labels(widget, image, qtbot):
+    viewer = widget.viewer
+    viewer.add_image(image, name="cells", scale=(0.5, 0.5))
+    widget.select("cells")
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(viewer)
+    assert layer.name == "cells labels"
+    assert layer.data.shape == image.shape and layer.data.max() > 0
+    assert tuple(layer.scale) == (0.5, 0.5)
+    assert widget.progress.value() == widget.progress.maximum()
+
+
+def test_second_click_replaces_own_result_undoably(widget, image, qtbot):
+    viewer = widget.viewer
+    layer_image = viewer.add_image(image, name="cells")
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(viewer)
+    first = layer.data.copy()
+    layer_image.data = np.ascontiguousarray(image[::-1])  # a different image: a different result
+    click_segment(widget, qtbot)
+    assert labels_layers(viewer) == [layer]  # replaced, not piled up
+    assert not np.array_equal(layer.data, first)
+    layer.undo()
+    assert np.array_equal(layer.data, first)
+
+
+def test_edited_result_is_never_overwritten(widget, image, qtbot):
+    viewer = widget.viewer
+    viewer.add_image(image, name="cells")
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(viewer)
+    layer.paint((5, 5), 999, refresh=True)  # the user's brush: fires the paint event
+    edited = layer.data.copy()
+    click_segment(widget, qtbot)
+    layers = labels_layers(viewer)
+    assert len(layers) == 2
+    assert np.array_equal(layer.data, edited) and layer.data[5, 5] == 999
+    assert layers[1].data[5, 5] != 999
+
+
+def test_several_layers_at_once(widget, image, qtbot):
+    viewer = widget.viewer
+    viewer.add_image(image, name="a")
+    viewer.add_image(image[::-1].copy(), name="b")
+    widget.select("a", "b")
+    click_segment(widget, qtbot)
+    assert sorted(layer.name for layer in labels_layers(viewer)) == ["a labels", "b labels"]
+
+
+def test_rgb_image(widget, image, qtbot):
+    grey = (image / image.max() * 255).astype(np.uint8)
+    rgb = np.stack([255 - grey] * 3, axis=-1)  # dark nuclei on bright: brightfield-like
+    widget.viewer.add_image(rgb, name="stain", rgb=True)
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(widget.viewer)
+    assert layer.data.shape == image.shape
+
+
+def test_current_plane_only(widget, image, qtbot):
+    viewer = widget.viewer
+    viewer.add_image(np.stack([image, image[::-1], image]), name="stack")
+    viewer.dims.set_current_step(0, 1)
+    widget.planes.setCurrentText(CURRENT_PLANE)
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(viewer)
+    assert layer.data.shape == (3, *image.shape)
+    assert layer.data[1].max() > 0 and layer.data[0].max() == 0 and layer.data[2].max() == 0
+
+
+def test_bad_input_notifies_and_changes_nothing(widget, qtbot, notifications):
+    viewer = widget.viewer
+    viewer.add_image(np.zeros((3, 3), np.float32), name="speck")
+    before = list(viewer.layers)
+    qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
+    assert widget.worker is None
+    assert list(viewer.layers) == before
+    assert any("too small" in message and "speck" in message for message in notifications)
