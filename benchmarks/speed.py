@@ -1,0 +1,106 @@
+"""Segmentation speed on synthetic grey uint16 nuclei images: network only vs end to end.
+
+    python benchmarks/speed.py --sizes 512 2048 --out benchmarks/results/speed-cpu.json
+
+Reports seconds and megapixels per second for (1) one whole-image network forward, (2) tiled
+prediction at default settings, (3) end-to-end ``segment`` (normalise, tiles, decode), with the
+device, thread count and library versions, as JSON. No timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_loopseg.core.instances import decode
+from napari_loopseg.core.models import load_model
+from napari_loopseg.core.normalize import normalize_plane
+from napari_loopseg.core.predict import Predictor
+from napari_loopseg.core.synthetic import make_nuclei
+
+
+def _best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def run(sizes: list[int], model_name: str, device: str, repeats: int) -> dict:
+    model = load_model(model_name)
+    tiled = Predictor(model.net, device=device)
+    whole = Predictor(model.net, device=device, tile_size=10**6)
+    rows = []
+    for size in sizes:
+        image, _ = make_nuclei((size, size), seed=size)
+        plane = normalize_plane(image, norm=model.normalization)
+        tiled.predict(plane[:256, :256])  # warm-up: kernels, allocator
+        megapixels = size * size / 1e6
+        t_whole = _best_of(repeats, lambda: whole.predict(plane))
+        t_tiled = _best_of(repeats, lambda: tiled.predict(plane))
+        maps = tiled.predict(plane)
+        t_decode = _best_of(repeats, lambda: decode(maps, model.decode_params))
+
+        def end_to_end() -> None:
+            decode(tiled.predict(normalize_plane(image, norm=model.normalization)), model.decode_params)
+
+        t_e2e = _best_of(repeats, end_to_end)
+        row = {
+            "size": size,
+            "megapixels": megapixels,
+            "whole_forward_s": t_whole,
+            "tiled_predict_s": t_tiled,
+            "decode_s": t_decode,
+            "end_to_end_s": t_e2e,
+            "end_to_end_mpx_per_s": megapixels / t_e2e,
+            "tiled_over_whole_throughput": t_whole / t_tiled,
+            "end_to_end_over_tiled_throughput": t_tiled / t_e2e,
+        }
+        rows.append(row)
+        print(
+            f"{size:>6}^2  whole {t_whole:7.2f}s  tiled {t_tiled:7.2f}s  decode {t_decode:6.2f}s  "
+            f"end-to-end {t_e2e:7.2f}s = {row['end_to_end_mpx_per_s']:.2f} Mpx/s"
+        )
+    return {
+        "benchmark": "speed",
+        "model": model.name,
+        "device": str(tiled.device),
+        "precision": str(tiled.dtype or torch.float32),
+        "tile_size": tiled.tile_size,
+        "halo": tiled.halo,
+        "threads": torch.get_num_threads(),
+        "machine": {"cpu": platform.processor() or platform.machine(), "system": platform.platform()},
+        "gpu": torch.cuda.get_device_name() if tiled.device.type == "cuda" else None,
+        "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+        "repeats": repeats,
+        "results": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
+    parser.add_argument("--model", default="nuclei")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    args = parser.parse_args()
+    result = run(args.sizes, args.model, args.device, args.repeats)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""The plugin as napari sees it: manifest valid, widget and samples reachable from the menus."""
+
+import npe2
+
+from napari_loopseg.widgets.segment_widget import SegmentWidget
+
+
+def test_manifest_is_valid():
+    manifest = npe2.PluginManifest.from_distribution("napari-loopseg")
+    assert manifest.display_name == "LoopSeg"
+    assert {w.display_name for w in manifest.contributions.widgets} == {"Segment"}
+
+
+def test_samples_open_with_ground_truth(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-loopseg", "nuclei")
+    image, truth = layers
+    assert image.data.shape == (512, 512) and image.data.dtype.name == "uint16"
+    assert truth.data.shape == (512, 512) and truth.data.max() > 100
+
+
+def test_segment_widget_docks_from_the_plugin_menu(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-loopseg", "Segment")
+    assert isinstance(widget, SegmentWidget)
