@@ -16,7 +16,8 @@ def widget(make_napari_viewer, tiny_model, qtbot):
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.models.refresh(select="tiny")
+    widget.models.refresh()
+    widget.models.active.set("tiny")
     assert widget.models.model_name == "tiny"
     return widget
 

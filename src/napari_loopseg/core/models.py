@@ -212,3 +212,78 @@ def save_model(net: "UNet", card: dict, folder: Path | None = None) -> Path:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _user_path(name: str) -> Path:
+    """The file of a user model; bundled models are read-only."""
+    path = model_paths().get(name)
+    if path is None:
+        raise ModelError(f"unknown model {name!r}")
+    if path.parent == bundled_dir():
+        raise ModelError(f"{name!r} is a bundled model and cannot be changed")
+    return path
+
+
+def next_version_name(parent: str) -> str:
+    """``nuclei`` -> ``nuclei-ft-1``, ``nuclei-ft-1`` -> ``nuclei-ft-2`` (first free number)."""
+    stem = re.sub(r"-ft-\d+$", "", parent)
+    taken = model_paths()
+    number = 1
+    while f"{stem}-ft-{number}" in taken:
+        number += 1
+    return f"{stem}-ft-{number}"
+
+
+def _rewrite_card(path: Path, card: dict, new_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    text = json.dumps(card, indent=2, sort_keys=True)
+    _atomic_write(new_path, lambda tmp: save_file(state, tmp, metadata={CARD_KEY: text}))
+    _atomic_write(new_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+def rename_model(old: str, new: str) -> Path:
+    """Rename a user model; its children's ``parent`` follows so lineage stays intact."""
+    path = _user_path(old)
+    if not _NAME.match(new):
+        raise ModelError(f"invalid model name {new!r}: use letters, digits, '.', '_' or '-'")
+    if new in model_paths():
+        raise ModelError(f"a model named {new!r} already exists")
+    card = load_path(path).card
+    new_path = path.with_name(f"{new}.safetensors")
+    _rewrite_card(path, {**card, "name": new}, new_path)
+    path.unlink()
+    path.with_suffix(".json").unlink(missing_ok=True)
+    for child in model_paths().values():
+        if child.parent != bundled_dir():
+            child_card = _read_card(child)
+            if child_card.get("parent") == old:
+                _rewrite_card(child, {**child_card, "parent": new}, child)
+    return new_path
+
+
+def delete_model(name: str) -> None:
+    """Remove a user model (its children keep their weights and their parent's name)."""
+    path = _user_path(name)
+    path.unlink()
+    path.with_suffix(".json").unlink(missing_ok=True)
+
+
+def export_model(name: str, destination: str | Path) -> Path:
+    """Copy a model to one shareable ``.safetensors`` file (weights and card together)."""
+    source = load_model(name).path
+    destination = Path(destination)
+    if destination.is_dir():
+        destination = destination / source.name
+    if destination.suffix != ".safetensors":
+        raise ModelError(f"{destination}: model files end in .safetensors")
+    _atomic_write(destination, lambda tmp: Path(tmp).write_bytes(source.read_bytes()))
+    return destination
+
+
+def import_model(path: str | Path, name: str | None = None) -> Path:
+    """Validate a shared model file, then register a copy under ``name`` (default: its card's)."""
+    model = load_path(path)
+    card = {**model.card, "name": name or model.name}
+    return save_model(model.net, card)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 
 from .predict import autocast_dtype, resolve_device
 from .targets import make_targets, make_weights
@@ -50,6 +51,7 @@ class TrainConfig:
     scale_range: tuple[float, float] = (1.0, 1.0)
     intensity_jitter: float = 0.2
     noise: float = 0.03
+    elastic: float = 0.0
     freeze_norm: bool = False
     validate_every: int = 0
     seed: int = 0
@@ -118,6 +120,8 @@ class CropSampler:
             valid = np.pad(valid, ((0, ph), (0, pw)))
         if size != cfg.crop:
             image, labels, valid = _resize(image, labels, valid, cfg.crop)
+        if cfg.elastic > 0:
+            image, labels, valid = _elastic(image, labels, valid, cfg.elastic, self.rng)
         targets = make_targets(labels)
         weights = make_weights(labels) * valid
         k, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
@@ -144,6 +148,21 @@ def _resize(image: np.ndarray, labels: np.ndarray, valid: np.ndarray, size: int)
     labels = F.interpolate(t(labels.astype(np.int64)).double()[None, None], size=(size, size), mode="nearest")
     valid = F.interpolate(t(valid)[None, None], size=(size, size), mode="nearest")
     return image[0, 0].numpy(), labels[0, 0].numpy().astype(np.int64), valid[0, 0].numpy()
+
+
+def _elastic(image, labels, valid, strength: float, rng: np.random.Generator):
+    """Smooth random deformation (Simard et al. 2003): displacements on a coarse 5x5 grid,
+    interpolated to full size; labels and masks follow with nearest-neighbour sampling."""
+    size = image.shape
+    coarse = torch.from_numpy(rng.normal(0, strength, (1, 2, 5, 5)).astype(np.float32))
+    shift = F.interpolate(coarse, size=size, mode="bicubic", align_corners=True)[0].numpy()
+    yy, xx = np.meshgrid(np.arange(size[0]), np.arange(size[1]), indexing="ij")
+    coords = np.stack([yy + shift[0], xx + shift[1]])
+
+    def warp(array: np.ndarray, order: int) -> np.ndarray:
+        return ndi.map_coordinates(array, coords, order=order, mode="reflect")
+
+    return warp(image, 1), warp(labels, 0), warp(valid, 0)
 
 
 def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 LoopSeg's own result for an image is marked in the layer's metadata. While nobody has edited
 it, a new result replaces its data through ``Labels.data_setitem`` (so Ctrl+Z brings the old
-result back); once the user paints, fills or erases in it, it is theirs and a new layer is made.
+result back); once the user paints, fills or erases in it (see :mod:`.review_tracking`), it is
+theirs and a new layer is made.
 """
 
 from __future__ import annotations
@@ -11,34 +12,22 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.viewer import Viewer
 
+from .review_tracking import tracker_for
+
 KEY = "loopseg"
 
 
-def _info(layer: Labels) -> dict:
-    return layer.metadata.get(KEY, {})
-
-
-def is_edited(layer: Labels) -> bool:
-    return bool(_info(layer).get("edited"))
-
-
-def _on_user_edit(layer: Labels) -> None:
-    info = _info(layer)
-    if info and not info.get("writing"):
-        info["edited"] = True
+def source_image(layer: Labels) -> str | None:
+    """Name of the image a LoopSeg result was computed from (None for other layers)."""
+    return layer.metadata.get(KEY, {}).get("source")
 
 
 def own_result(viewer: Viewer, image: Image) -> Labels | None:
     """LoopSeg's unedited result layer for ``image``, if there is one."""
     for layer in viewer.layers:
-        if isinstance(layer, Labels) and _info(layer).get("source") == image.name and not is_edited(layer):
+        if isinstance(layer, Labels) and source_image(layer) == image.name and not tracker_for(layer).edited:
             return layer
     return None
-
-
-def _track_edits(layer: Labels) -> None:
-    layer.events.paint.connect(lambda event: _on_user_edit(layer))
-    layer.events.data.connect(lambda event: _on_user_edit(layer))
 
 
 def labels_shape(image: Image) -> tuple[int, ...]:
@@ -51,39 +40,38 @@ def put_result(
     labels: np.ndarray,
     model: str,
     plane: tuple[int, ...] | None = None,
+    window: tuple[slice, slice] | None = None,
 ) -> Labels:
-    """Show ``labels`` (all planes, or one ``plane`` of a stack) as ``<image> labels``.
+    """Show ``labels`` (all planes, one ``plane`` of a stack, or a ``window`` of it) as ``<image> labels``.
 
     Replaces LoopSeg's own unedited previous result undoably; otherwise adds a new layer.
     """
     shape = labels_shape(image)
+    region = (*(plane or ()), *(window or ()))
     target = own_result(viewer, image)
     if target is not None and (target.data.shape != shape or np.dtype(target.data.dtype).itemsize < labels.dtype.itemsize):
         target = None
     if target is None:
-        data = np.zeros(shape, labels.dtype) if plane is not None else labels
-        if plane is not None:
-            data[plane] = labels
+        data = np.zeros(shape, labels.dtype) if region else labels
+        if region:
+            data[region] = labels
         target = viewer.add_labels(
             data,
             name=f"{image.name} labels",
             scale=image.scale[: len(shape)],
             translate=image.translate[: len(shape)],
-            metadata={KEY: {"source": image.name, "model": model, "edited": False}},
+            metadata={KEY: {"source": image.name, "model": model}},
         )
-        _track_edits(target)
+        tracker_for(target)
         return target
-    region = np.s_[plane] if plane is not None else np.s_[...]
     old = np.asarray(target.data[region])
     changed = np.nonzero(old != labels)
-    if plane is not None:
-        changed = tuple(np.full(changed[0].shape, i) for i in plane) + changed
-    info = _info(target)
-    info["writing"] = True
-    try:
-        new_values = labels[np.nonzero(old != labels)]
-        target.data_setitem(changed, new_values.astype(target.data.dtype))
-    finally:
-        info["writing"] = False
-    info["model"] = model
+    offsets = [*(plane or ()), *(w.start for w in window or ())]
+    lead = len(plane or ())
+    changed = tuple(np.full(changed[0].shape, i) for i in offsets[:lead]) + tuple(
+        index + (offsets[lead + k] if window else 0) for k, index in enumerate(changed)
+    )
+    with tracker_for(target).suspended():
+        target.data_setitem(changed, labels[old != labels].astype(target.data.dtype))
+    target.metadata[KEY]["model"] = model
     return target

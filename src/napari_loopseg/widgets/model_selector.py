@@ -1,31 +1,47 @@
-"""A combo box of available models, shared by the Segment and Fine-tune widgets."""
+"""A combo box of available models, bound to the viewer's active model (shared by all widgets)."""
 
 from __future__ import annotations
 
 from qtpy.QtWidgets import QComboBox, QWidget
 
-from ..core.models import DEFAULT_MODEL, bundled_dir, model_paths
+from ..core.models import bundled_dir, model_paths
+from .active_model import ActiveModel
 
 
 class ModelSelector(QComboBox):
-    """Lists bundled and user models by name; :meth:`refresh` re-reads the registry."""
+    """Lists bundled and user models; choosing one makes it the viewer's active model."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, active: ActiveModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setToolTip("Model used to segment (bundled or fine-tuned)")
+        self.active = active
+        self.setToolTip("Active model (bundled, or one of your fine-tuned versions)")
         self.refresh()
+        self.currentIndexChanged.connect(self._on_index_changed)
+        active.changed.connect(self._on_active_changed)
+        active.registry_changed.connect(self.refresh)
 
-    def refresh(self, select: str | None = None) -> None:
-        current = select or self.currentData() or DEFAULT_MODEL
+    def refresh(self) -> None:
         self.blockSignals(True)
         self.clear()
         for name, path in model_paths().items():
             source = "bundled" if path.parent == bundled_dir() else "yours"
             self.addItem(f"{name} ({source})", name)
-        index = self.findData(current)
-        self.setCurrentIndex(max(index, 0))
+        self.setCurrentIndex(max(self.findData(self.active.name), 0))
         self.blockSignals(False)
+
+    def _on_index_changed(self, index: int) -> None:
+        if index >= 0:
+            self.active.set(self.itemData(index))
+
+    def _on_active_changed(self, name: str) -> None:
+        index = self.findData(name)
+        if index < 0:
+            self.refresh()
+        else:
+            self.blockSignals(True)
+            self.setCurrentIndex(index)
+            self.blockSignals(False)
 
     @property
     def model_name(self) -> str:
-        return self.currentData() or DEFAULT_MODEL
+        return self.currentData() or self.active.name

@@ -6,10 +6,6 @@ GUI thread only validates input, updates the progress bar and puts results into 
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
-
-import numpy as np
 from napari.layers import Image
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
@@ -30,38 +26,13 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..core.normalize import InputError, Layout, check_image
+from ..core.normalize import InputError
 from .layer_results import put_result
+from .active_model import active_model
 from .model_selector import ModelSelector
+from .segment_jobs import Job, make_job, run_jobs
 
 ALL_PLANES, CURRENT_PLANE = "All planes", "Current plane only"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One image layer to segment: the data to read (a whole stack or one plane) and where it goes."""
-
-    layer: Image
-    data: object
-    layout: Layout
-    plane: tuple[int, ...] | None
-
-
-def _run_jobs(jobs: list[Job], model_name: str, options: dict) -> Generator[tuple, None, None]:
-    """Worker body: yields ("progress", index, SegmentProgress) and ("result", index, labels)."""
-    from ..core.models import load_model
-    from ..core.segment import SegmentOptions, segment_iter
-
-    model = load_model(model_name)
-    for index, job in enumerate(jobs):
-        gen = segment_iter(job.data, model, SegmentOptions(model=model.name, layout=job.layout, **options))
-        while True:
-            try:
-                progress = next(gen)
-            except StopIteration as stop:
-                yield ("result", index, stop.value)
-                break
-            yield ("progress", index, progress)
 
 
 class SegmentWidget(QWidget):
@@ -78,7 +49,7 @@ class SegmentWidget(QWidget):
         self.layer_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.layer_list.setToolTip("Image layers to segment (Ctrl/Shift-click for several)")
         self.layer_list.setMaximumHeight(120)
-        self.models = ModelSelector()
+        self.models = ModelSelector(active_model(napari_viewer))
         self.planes = QComboBox()
         self.planes.addItems([ALL_PLANES, CURRENT_PLANE])
         self.planes.setToolTip("For time-lapses and Z stacks: every plane, or the one on screen")
@@ -152,15 +123,6 @@ class SegmentWidget(QWidget):
             item.setSelected(item.text() in names)
 
     # segmentation -----------------------------------------------------------------------
-    def _make_job(self, layer: Image) -> Job:
-        layout = Layout(rgb=bool(layer.rgb))
-        lead, _ = check_image(layer.data, layout)
-        if lead and self.planes.currentText() == CURRENT_PLANE:
-            point = layer.world_to_data(self.viewer.dims.point)
-            plane = tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(point[: len(lead)], lead))
-            return Job(layer, layer.data[plane], layout, plane)
-        return Job(layer, layer.data, layout, None)
-
     def _on_segment(self) -> None:
         if self.worker is not None:
             return
@@ -171,14 +133,14 @@ class SegmentWidget(QWidget):
         jobs = []
         for layer in layers:
             try:
-                jobs.append(self._make_job(layer))
+                jobs.append(make_job(self.viewer, layer, self.planes.currentText() == CURRENT_PLANE))
             except InputError as err:
                 show_error(f"LoopSeg cannot segment '{layer.name}': {err}")
                 return
         self._jobs = jobs
         self._model_name = self.models.model_name
         options = {"device": self.device.currentText(), "tile_size": self.tile_size.value()}
-        self.worker = create_worker(_run_jobs, jobs, self._model_name, options, _start_thread=False)
+        self.worker = create_worker(run_jobs, jobs, self._model_name, options, _start_thread=False)
         self.worker.yielded.connect(self._on_yielded)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
@@ -199,7 +161,7 @@ class SegmentWidget(QWidget):
         if job.layer not in self.viewer.layers:
             show_info(f"LoopSeg: '{job.layer.name}' was removed while it was being segmented")
             return
-        layer = put_result(self.viewer, job.layer, value, self._model_name, job.plane)
+        layer = put_result(self.viewer, job.layer, value, self._model_name, job.plane, job.window)
         self.progress.setValue(int(1000 * (index + 1) / len(self._jobs)))
         self.status.setText(f"{job.layer.name}: {int(value.max())} objects in '{layer.name}'")
 

@@ -1,0 +1,143 @@
+"""Fine-tuning on corrected (image, labels, reviewed-mask) pairs -> a new registered model version.
+
+The widget, the command line and ``napari_loopseg.finetune`` all drive :func:`finetune_iter`.
+It yields :class:`~.train.TrainProgress`; only after the last step does it write the new version
+(``<base>-ft-N``, parent = base) to the user registry, so stopping early (cancel) leaves the
+registry, the active model and every input exactly as they were.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .instances import decode
+from .metrics import Counts
+from .models import Model, load_model, load_path, make_card, next_version_name, save_model
+from .normalize import InputError, normalize_plane
+from .predict import Predictor, resolve_device
+from .progress import drive
+from .train import Sample, TrainConfig, TrainProgress, train_iter
+
+#: Defaults for fine-tuning from a few corrected images: short, elastic augmentation on.
+FINETUNE_DEFAULTS = TrainConfig(steps=300, batch_size=8, crop=256, lr=1e-3, elastic=6.0, validate_every=100)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One corrected image. ``reviewed`` None means the whole image is correct."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    reviewed: np.ndarray | None = None
+    rgb: bool = False
+    validation: bool = False
+
+    def __post_init__(self) -> None:
+        shape = self.image.shape[:2] if self.rgb else self.image.shape
+        if tuple(shape) != tuple(self.labels.shape) or self.labels.ndim != 2:
+            raise InputError(f"image {self.image.shape} and labels {self.labels.shape} do not match (2D planes)")
+        if self.reviewed is not None and self.reviewed.shape != self.labels.shape:
+            raise InputError(f"reviewed mask {self.reviewed.shape} does not match labels {self.labels.shape}")
+        if np.dtype(self.labels.dtype).kind not in "biu":
+            raise InputError(f"labels must be integers, got {self.labels.dtype}")
+
+    @property
+    def reviewed_pixels(self) -> int:
+        return int(self.labels.size if self.reviewed is None else np.count_nonzero(self.reviewed))
+
+
+def score(model_net, pairs: Sequence[Pair], norm, params, device: str = "auto") -> dict[str, float]:
+    """Pooled AP of a network on fully-correct pairs (validation)."""
+    predictor = Predictor(model_net, device=device)
+    counts = Counts()
+    for pair in pairs:
+        maps = predictor.predict(normalize_plane(pair.image, pair.rgb, norm))
+        counts.add(pair.labels, decode(maps, params))
+    return counts.summary()
+
+
+def finetune_iter(
+    pairs: Sequence[Pair],
+    base: str | Model = "nuclei",
+    config: TrainConfig = FINETUNE_DEFAULTS,
+    name: str | None = None,
+) -> Generator[TrainProgress, None, Model]:
+    """Train from ``base`` on the pairs; return the new, registered model version."""
+    base_model = base if isinstance(base, Model) else load_model(base)
+    train_pairs = [p for p in pairs if not p.validation]
+    val_pairs = [p for p in pairs if p.validation]
+    if not train_pairs:
+        raise InputError("no training pairs: add at least one corrected image not marked for validation")
+    if sum(p.reviewed_pixels for p in train_pairs) == 0:
+        raise InputError("nothing reviewed yet: correct some objects, or mark an image as fully correct")
+    norm, params = base_model.normalization, base_model.decode_params
+    samples = [
+        Sample(normalize_plane(p.image, p.rgb, norm), p.labels.astype(np.int32), p.reviewed) for p in train_pairs
+    ]
+
+    def validate(net) -> dict:
+        return score(net, val_pairs, norm, params, config.device)
+
+    if not val_pairs:
+        config = replace(config, validate_every=0)
+    started = time.perf_counter()
+    last: TrainProgress | None = None
+    gen = train_iter(base_model.net, samples, config, validate=validate)
+    while True:
+        try:
+            last = next(gen)
+        except StopIteration as stop:
+            net = stop.value
+            break
+        yield last
+    card = make_card(
+        name or next_version_name(base_model.name),
+        net.config,
+        norm,
+        params,
+        parent=base_model.name,
+        training={
+            "pairs": len(train_pairs),
+            "validation_pairs": len(val_pairs),
+            "reviewed_pixels": sum(p.reviewed_pixels for p in train_pairs),
+            "objects": int(sum(len(np.unique(p.labels)) - 1 for p in train_pairs)),
+            "steps": config.steps,
+            "batch_size": config.batch_size,
+            "lr": config.lr,
+            "seconds": round(time.perf_counter() - started, 1),
+            "device": str(resolve_device(config.device)),
+            "final_loss": None if last is None else round(last.loss, 5),
+        },
+        metrics={"validation": last.validation} if last is not None and last.validation else {},
+    )
+    return load_path(save_model(net, card))
+
+
+def finetune(
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None] | None = None,
+    base: str | Model = "nuclei",
+    name: str | None = None,
+    rgb: bool = False,
+    on_progress=None,
+    **config,
+) -> Model:
+    """Fine-tune ``base`` on images with corrected labels; masks mark reviewed pixels (None: all).
+
+    ``config`` overrides :data:`FINETUNE_DEFAULTS` (steps, lr, batch_size, device, ...).
+    Returns the new model version, already registered.
+    """
+    if len(images) != len(labels) or (masks is not None and len(masks) != len(images)):
+        raise InputError(f"got {len(images)} images, {len(labels)} labels and {len(masks or [])} masks")
+    masks = list(masks) if masks is not None else [None] * len(images)
+    pairs = [
+        Pair(np.asarray(i), np.asarray(lab), None if m is None else np.asarray(m, bool), rgb)
+        for i, lab, m in zip(images, labels, masks)
+    ]
+    settings = replace(FINETUNE_DEFAULTS, **config)
+    return drive(finetune_iter(pairs, base, settings, name), on_progress)

@@ -1,0 +1,85 @@
+"""Segmentation jobs for napari workers, shared by the Segment and Fine-tune widgets.
+
+Jobs are made on the GUI thread (reading layer state), run in a worker (compute only, through
+:func:`napari_loopseg.core.segment.segment_iter`), and their results go back to layers on the
+GUI thread via :func:`.layer_results.put_result`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+from napari.layers import Image
+from napari.viewer import Viewer
+
+from ..core.normalize import Layout, check_image
+
+#: Planes larger than this are re-segmented in the visible field of view first.
+LARGE_PLANE = 2048 * 2048
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image layer (or one plane, or one window of it) to segment, and where the result goes."""
+
+    layer: Image
+    data: object
+    layout: Layout
+    plane: tuple[int, ...] | None = None
+    window: tuple[slice, slice] | None = None
+
+
+def make_job(viewer: Viewer, layer: Image, current_plane_only: bool) -> Job:
+    """Validate ``layer`` (raises InputError) and describe what to segment."""
+    layout = Layout(rgb=bool(layer.rgb))
+    lead, _ = check_image(layer.data, layout)
+    if lead and current_plane_only:
+        plane = current_plane(viewer, layer, lead)
+        return Job(layer, layer.data[plane], layout, plane)
+    return Job(layer, layer.data, layout)
+
+
+def current_plane(viewer: Viewer, layer, lead: tuple[int, ...]) -> tuple[int, ...]:
+    point = layer.world_to_data(viewer.dims.point)
+    return tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(point[: len(lead)], lead))
+
+
+def visible_window(viewer: Viewer, layer: Image, shape: tuple[int, int]) -> tuple[slice, slice] | None:
+    """The part of a 2D plane on screen, or None if the whole plane is (nearly) visible."""
+    canvas = getattr(viewer, "_canvas_size", None)  # (height, width) in screen pixels
+    if not canvas or min(canvas) <= 1:
+        return None
+    height, width = canvas
+    zoom = viewer.camera.zoom
+    centre = np.asarray(viewer.camera.center[-2:])
+    half = np.array([height, width]) / zoom / 2
+    world = np.zeros(layer.ndim)
+    corners = []
+    for corner in (centre - half, centre + half):
+        world[-2:] = corner
+        corners.append(np.asarray(layer.world_to_data(world))[-2:])
+    lo = np.clip(np.floor(np.minimum(*corners)).astype(int), 0, shape)
+    hi = np.clip(np.ceil(np.maximum(*corners)).astype(int), 0, shape)
+    if np.prod(hi - lo) >= 0.8 * np.prod(shape) or np.any(hi - lo < 16):
+        return None
+    return slice(lo[0], hi[0]), slice(lo[1], hi[1])
+
+
+def run_jobs(jobs: list[Job], model_name: str, options: dict) -> Generator[tuple, None, None]:
+    """Worker body: yields ("progress", index, SegmentProgress) and ("result", index, labels)."""
+    from ..core.models import load_model
+    from ..core.segment import SegmentOptions, segment_iter
+
+    model = load_model(model_name)
+    for index, job in enumerate(jobs):
+        data = job.data if job.window is None else job.data[job.window]  # a window is of one 2D plane
+        gen = segment_iter(data, model, SegmentOptions(model=model.name, layout=job.layout, **options))
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as stop:
+                yield ("result", index, stop.value)
+                break
+            yield ("progress", index, progress)
