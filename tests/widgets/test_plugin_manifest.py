@@ -8,7 +8,7 @@ from napari_loopseg.widgets.segment_widget import SegmentWidget
 def test_manifest_is_valid():
     manifest = npe2.PluginManifest.from_distribution("napari-loopseg")
     assert manifest.display_name == "LoopSeg"
-    assert {w.display_name for w in manifest.contributions.widgets} == {"Segment"}
+    assert {w.display_name for w in manifest.contributions.widgets} == {"Segment", "Fine-tune"}
 
 
 def test_samples_open_with_ground_truth(make_napari_viewer):

@@ -1,0 +1,515 @@
+"""The Fine-tune dock widget: learn from the user's corrections in the background, then re-segment.
+
+Pairs (image layer, labels layer) are listed with how much of each is reviewed. Clicking
+Fine-tune snapshots the pairs on the GUI thread, trains in a worker over
+:func:`napari_loopseg.core.finetune.finetune_iter` (the GUI keeps painting, panning, zooming),
+and on success makes the new version active and re-segments the images with it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.notifications import show_error, show_info
+from napari.viewer import Viewer
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ..core.models import ModelError, bundled_dir, model_paths
+from ..core.normalize import InputError
+from .active_model import active_model
+from .layer_results import labels_shape, put_result, source_image
+from .loss_plot import LossPlot
+from .model_selector import ModelSelector
+from .review_tracking import tracker_for
+from .segment_jobs import LARGE_PLANE, Job, make_job, run_jobs, visible_window
+
+MY_EDITS, WHOLE_IMAGE, VALIDATION = "My edits", "Whole image correct", "Validation"
+PLOT_INTERVAL_S = 0.5
+
+
+@dataclass
+class PairRow:
+    image: Image
+    labels: Labels
+
+
+class FinetuneWidget(QWidget):
+    """Collect corrected pairs, fine-tune in the background, manage model versions."""
+
+    def __init__(self, napari_viewer: Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.active = active_model(napari_viewer)
+        self.rows: list[PairRow] = []
+        self.worker: GeneratorWorker | None = None
+        self.segment_worker: GeneratorWorker | None = None
+        self._segment_jobs: list[Job] = []
+        self._last_plot = 0.0
+        self._overlays: dict[int, Image] = {}
+
+        # pairs
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Image", "Labels", "Reviewed", "Use as"])
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setMaximumHeight(150)
+        self.image_choice, self.labels_choice = QComboBox(), QComboBox()
+        self.add_button, self.remove_button = QPushButton("Add pair"), QPushButton("Remove")
+        self.show_reviewed = QCheckBox("Show reviewed areas")
+        # model and settings
+        self.models = ModelSelector(self.active)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 100_000)
+        self.steps.setValue(300)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(1e-5, 1e-1)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(1e-3)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 64)
+        self.batch.setValue(8)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        # run
+        self.finetune_button, self.cancel_button = QPushButton("Fine-tune"), QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        self.status = QLabel("Correct some objects in a labels layer, then fine-tune.")
+        self.status.setWordWrap(True)
+        self.plot = LossPlot()
+        # versions
+        self.versions = QListWidget()
+        self.versions.setMaximumHeight(110)
+        self.use_button, self.rename_button = QPushButton("Use"), QPushButton("Rename")
+        self.delete_button, self.export_button, self.import_button = (
+            QPushButton("Delete"), QPushButton("Export"), QPushButton("Import"),
+        )
+        self._layout_widgets()
+        self._connect()
+        self._refresh_choices()
+        self._refresh_versions()
+        for layer in self.viewer.layers:
+            self._auto_add(layer)
+
+    def _layout_widgets(self) -> None:
+        pick = QHBoxLayout()
+        for w in (self.image_choice, self.labels_choice, self.add_button, self.remove_button):
+            pick.addWidget(w)
+        advanced = QCollapsible("Advanced")
+        body = QWidget()
+        form = QFormLayout(body)
+        form.addRow("Steps", self.steps)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Device", self.device)
+        advanced.addWidget(body)
+        run = QHBoxLayout()
+        run.addWidget(self.finetune_button)
+        run.addWidget(self.cancel_button)
+        manage = QHBoxLayout()
+        for w in (self.use_button, self.rename_button, self.delete_button, self.export_button, self.import_button):
+            manage.addWidget(w)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Corrected images"))
+        layout.addWidget(self.table)
+        layout.addLayout(pick)
+        layout.addWidget(self.show_reviewed)
+        base = QFormLayout()
+        base.addRow("Start from", self.models)
+        layout.addLayout(base)
+        layout.addWidget(advanced)
+        layout.addLayout(run)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot)
+        layout.addWidget(QLabel("Model versions"))
+        layout.addWidget(self.versions)
+        layout.addLayout(manage)
+        layout.addStretch()
+
+    def _connect(self) -> None:
+        self.add_button.clicked.connect(self._on_add_clicked)
+        self.remove_button.clicked.connect(self._on_remove_clicked)
+        self.show_reviewed.toggled.connect(self._refresh_overlays)
+        self.finetune_button.clicked.connect(self._on_finetune)
+        self.cancel_button.clicked.connect(self._on_cancel)
+        self.use_button.clicked.connect(self._on_use)
+        self.rename_button.clicked.connect(self._on_rename_clicked)
+        self.delete_button.clicked.connect(self._on_delete_clicked)
+        self.export_button.clicked.connect(self._on_export_clicked)
+        self.import_button.clicked.connect(self._on_import_clicked)
+        self.active.registry_changed.connect(self._refresh_versions)
+        self.active.changed.connect(lambda name: self._refresh_versions())
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    # pairs ------------------------------------------------------------------------------
+    def _refresh_choices(self) -> None:
+        for combo, kind in ((self.image_choice, Image), (self.labels_choice, Labels)):
+            current = combo.currentText()
+            combo.clear()
+            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
+            combo.setCurrentText(current)
+
+    def _on_layer_inserted(self, event) -> None:
+        self._refresh_choices()
+        self._auto_add(event.value)
+
+    def _on_layer_removed(self, event) -> None:
+        self._refresh_choices()
+        gone = [i for i, row in enumerate(self.rows) if event.value in (row.image, row.labels)]
+        for index in reversed(gone):
+            self._remove_row(index)
+
+    def _auto_add(self, layer) -> None:
+        """LoopSeg's own results pair themselves with their image."""
+        source = source_image(layer) if isinstance(layer, Labels) else None
+        if source and source in self.viewer.layers:
+            self.add_pair(self.viewer.layers[source], layer)
+
+    def _on_add_clicked(self) -> None:
+        names = self.image_choice.currentText(), self.labels_choice.currentText()
+        if not all(name in self.viewer.layers for name in names):
+            show_error("LoopSeg: choose an image layer and a labels layer to pair")
+            return
+        self.add_pair(self.viewer.layers[names[0]], self.viewer.layers[names[1]])
+
+    def add_pair(self, image: Image, labels: Labels, use_as: str = MY_EDITS) -> None:
+        """Pair an image with its (corrected) labels; shapes must agree."""
+        if labels_shape(image) != tuple(labels.data.shape):
+            show_error(f"LoopSeg: '{image.name}' {labels_shape(image)} and '{labels.name}' "
+                       f"{tuple(labels.data.shape)} differ in shape")
+            return
+        if any(row.labels is labels for row in self.rows):
+            return
+        self.rows.append(PairRow(image, labels))
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        self.table.setItem(row, 0, QTableWidgetItem(image.name))
+        self.table.setItem(row, 1, QTableWidgetItem(labels.name))
+        self.table.setItem(row, 2, QTableWidgetItem(""))
+        use = QComboBox()
+        use.addItems([MY_EDITS, WHOLE_IMAGE, VALIDATION])
+        use.setCurrentText(use_as)
+        use.currentTextChanged.connect(lambda text: self._refresh_reviewed())
+        self.table.setCellWidget(row, 3, use)
+        tracker_for(labels).listeners.append(self._schedule_reviewed_refresh)
+        self._refresh_reviewed()
+
+    def set_use(self, labels: Labels, use_as: str) -> None:
+        """Mark how a pair supervises training (My edits / Whole image correct / Validation)."""
+        for index, row in enumerate(self.rows):
+            if row.labels is labels:
+                self.table.cellWidget(index, 3).setCurrentText(use_as)
+
+    def _use_of(self, index: int) -> str:
+        return self.table.cellWidget(index, 3).currentText()
+
+    def _on_remove_clicked(self) -> None:
+        for index in sorted({i.row() for i in self.table.selectedIndexes()}, reverse=True):
+            self._remove_row(index)
+
+    def _remove_row(self, index: int) -> None:
+        row = self.rows.pop(index)
+        listeners = tracker_for(row.labels).listeners
+        if self._schedule_reviewed_refresh in listeners:
+            listeners.remove(self._schedule_reviewed_refresh)
+        self.table.removeRow(index)
+        overlay = self._overlays.pop(id(row.labels), None)
+        if overlay is not None and overlay in self.viewer.layers:
+            self.viewer.layers.remove(overlay)
+
+    def _schedule_reviewed_refresh(self) -> None:
+        QTimer.singleShot(250, self._refresh_reviewed)  # paint strokes come in bursts
+
+    def _refresh_reviewed(self) -> None:
+        for index, row in enumerate(self.rows):
+            use = self._use_of(index)
+            fraction = 1.0 if use != MY_EDITS else tracker_for(row.labels).reviewed_fraction()
+            item = self.table.item(index, 2)
+            if item is not None:
+                item.setText("validation" if use == VALIDATION else f"{100 * fraction:.1f}%")
+        self._refresh_overlays()
+
+    def _refresh_overlays(self) -> None:
+        for row in self.rows:
+            key = id(row.labels)
+            overlay = self._overlays.get(key)
+            if not self.show_reviewed.isChecked():
+                if overlay is not None and overlay in self.viewer.layers:
+                    overlay.visible = False
+                continue
+            tracker = tracker_for(row.labels)
+            mask = np.zeros(tracker.touched.shape, np.uint8)
+            for plane in tracker.edited_planes():
+                reviewed = tracker.reviewed(plane)
+                mask[plane] = 1 if reviewed is None else reviewed
+            if overlay is None or overlay not in self.viewer.layers:
+                self._overlays[key] = self.viewer.add_image(
+                    mask, name=f"{row.labels.name} reviewed", colormap="green", opacity=0.25,
+                    blending="additive", contrast_limits=(0, 1), scale=row.labels.scale, translate=row.labels.translate,
+                )
+                self.viewer.layers.selection.active = row.labels  # keep painting where the user was
+            else:
+                overlay.data, overlay.visible = mask, True
+
+    # fine-tuning ------------------------------------------------------------------------
+    def collect_pairs(self) -> list:
+        """Snapshot every pair on the GUI thread (painting may go on while training runs)."""
+        from ..core.finetune import Pair
+
+        pairs = []
+        for index, row in enumerate(self.rows):
+            use = self._use_of(index)
+            tracker = tracker_for(row.labels)
+            lead = tuple(row.labels.data.shape[:-2])
+            if use == MY_EDITS:
+                planes = tracker.edited_planes()
+            else:
+                planes = [self._current_plane(row.labels, lead)]
+            for plane in planes:
+                reviewed = None if use != MY_EDITS else tracker.reviewed(plane)
+                image = np.asarray(row.image.data[plane])
+                labels = np.array(row.labels.data[plane], copy=True)
+                pairs.append(Pair(image, labels, reviewed, bool(row.image.rgb), use == VALIDATION))
+        return pairs
+
+    def _current_plane(self, layer, lead: tuple[int, ...]) -> tuple[int, ...]:
+        from .segment_jobs import current_plane
+
+        return current_plane(self.viewer, layer, lead) if lead else ()
+
+    def _on_finetune(self) -> None:
+        if self.worker is not None or self.segment_worker is not None:
+            return
+        from ..core.finetune import FINETUNE_DEFAULTS
+
+        try:
+            pairs = self.collect_pairs()
+            if not any(not p.validation and p.reviewed_pixels for p in pairs):
+                raise InputError("nothing to learn from yet: paint corrections into a labels layer, "
+                                 "or mark a pair as 'Whole image correct'")
+        except InputError as err:
+            show_error(f"LoopSeg cannot fine-tune: {err}")
+            return
+        config = replace(
+            FINETUNE_DEFAULTS,
+            steps=self.steps.value(),
+            lr=self.lr.value(),
+            batch_size=self.batch.value(),
+            device=self.device.currentText(),
+        )
+        from ..core.finetune import finetune_iter
+
+        self._base = self.models.model_name
+        self._pair_images = [row.image for i, row in enumerate(self.rows) if self._use_of(i) != VALIDATION]
+        self.worker = create_worker(finetune_iter, pairs, self._base, config, _start_thread=False)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._on_trained)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.plot.clear()
+        self.progress.setRange(0, config.steps)
+        self.progress.setValue(0)
+        self.finetune_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"Fine-tuning {self._base} on {len(pairs)} image(s)...")
+        self.worker.start()
+
+    def _on_progress(self, progress) -> None:
+        self.progress.setValue(progress.step)
+        self.plot.add(progress.step, progress.loss, progress.validation)
+        val = f", val AP@0.5 {progress.validation['ap50']:.3f}" if progress.validation else ""
+        self.status.setText(f"step {progress.step}/{progress.steps}, loss {progress.loss:.4f}{val}, {progress.seconds:.0f}s")
+        now = time.monotonic()
+        if now - self._last_plot > PLOT_INTERVAL_S or progress.step == progress.steps:
+            self._last_plot = now
+            self.plot.redraw()
+
+    def _on_trained(self, model) -> None:
+        self.active.registry_changed.emit()
+        self.active.set(model.name)
+        self.status.setText(f"New version {model.name} (from {model.parent}) is active; re-segmenting...")
+        self.resegment(self._pair_images)
+
+    def _on_error(self, err: Exception) -> None:
+        show_error(f"LoopSeg fine-tuning failed: {err}")
+        self.status.setText(f"Failed: {err}")
+
+    def _on_cancel(self) -> None:
+        for worker in (self.worker, self.segment_worker):
+            if worker is not None:
+                worker.quit()
+        self.status.setText("Cancelling...")
+
+    def _on_finished(self) -> None:
+        if self.worker is not None and self.worker.abort_requested:
+            self.status.setText("Cancelled: no new version; nothing was changed.")
+            self.progress.setValue(0)
+        self.worker = None
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        busy = self.worker is not None or self.segment_worker is not None
+        self.finetune_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+
+    # re-segmentation --------------------------------------------------------------------
+    def resegment(self, images: list[Image]) -> None:
+        """Segment the pairs' images with the active model; large planes: visible part first."""
+        jobs = []
+        for layer in dict.fromkeys(images):  # unique, in order
+            if layer not in self.viewer.layers:
+                continue
+            try:
+                job = make_job(self.viewer, layer, current_plane_only=layer.ndim > 2)
+            except InputError as err:
+                show_error(f"LoopSeg cannot re-segment '{layer.name}': {err}")
+                continue
+            plane_shape = labels_shape(layer)[-2:]
+            if job.plane is None and layer.ndim == 2 and np.prod(plane_shape) > LARGE_PLANE:
+                window = visible_window(self.viewer, layer, plane_shape)
+                if window is not None:
+                    jobs.append(replace(job, window=window))
+            jobs.append(job)
+        if not jobs:
+            return
+        self._segment_jobs = jobs
+        self._segment_model = self.active.name
+        self.segment_worker = create_worker(run_jobs, jobs, self._segment_model, {}, _start_thread=False)
+        self.segment_worker.yielded.connect(self._on_segment_yielded)
+        self.segment_worker.errored.connect(self._on_error)
+        self.segment_worker.finished.connect(self._on_segment_finished)
+        self._update_buttons()
+        self.segment_worker.start()
+
+    def _on_segment_yielded(self, item: tuple) -> None:
+        kind, index, value = item
+        job = self._segment_jobs[index]
+        if kind == "result" and job.layer in self.viewer.layers:
+            layer = put_result(self.viewer, job.layer, value, self._segment_model, job.plane, job.window)
+            where = "visible area of " if job.window else ""
+            self.status.setText(f"Re-segmented {where}'{job.layer.name}' with {self._segment_model} into '{layer.name}'")
+
+    def _on_segment_finished(self) -> None:
+        self.segment_worker = None
+        self._update_buttons()
+
+    # versions ---------------------------------------------------------------------------
+    def _refresh_versions(self) -> None:
+        from ..core.models import load_path
+
+        self.versions.clear()
+        for name, path in model_paths().items():
+            try:
+                card = load_path(path).card if path.parent != bundled_dir() else {}
+            except ModelError:
+                continue
+            label = name if path.parent != bundled_dir() else f"{name} (bundled)"
+            if card.get("parent"):
+                label += f"  \u2190 {card['parent']}"
+            if name == self.active.name:
+                label += "  [active]"
+            item = QListWidgetItem(label)
+            item.setData(256, name)  # Qt.UserRole
+            self.versions.addItem(item)
+
+    def selected_version(self) -> str | None:
+        item = self.versions.currentItem()
+        return None if item is None else item.data(256)
+
+    def _on_use(self) -> None:
+        name = self.selected_version()
+        if name:
+            self.active.set(name)
+
+    def rename_version(self, old: str, new: str) -> None:
+        from ..core.models import rename_model
+
+        try:
+            rename_model(old, new)
+        except ModelError as err:
+            show_error(f"LoopSeg: {err}")
+            return
+        if self.active.name == old:
+            self.active.set(new)
+        self.active.registry_changed.emit()
+
+    def delete_version(self, name: str) -> None:
+        from ..core.models import DEFAULT_MODEL, delete_model
+
+        try:
+            delete_model(name)
+        except ModelError as err:
+            show_error(f"LoopSeg: {err}")
+            return
+        if self.active.name == name:
+            self.active.set(DEFAULT_MODEL)
+        self.active.registry_changed.emit()
+
+    def import_version(self, path: str) -> None:
+        from ..core.models import import_model, load_path
+
+        try:
+            name = load_path(import_model(path)).name
+        except ModelError as err:
+            show_error(f"LoopSeg cannot import the model: {err}")
+            return
+        self.active.registry_changed.emit()
+        show_info(f"LoopSeg: imported model {name}")
+
+    def _on_rename_clicked(self) -> None:
+        old = self.selected_version()
+        if old:
+            new, ok = QInputDialog.getText(self, "Rename model", f"New name for {old}:", text=old)
+            if ok and new and new != old:
+                self.rename_version(old, new)
+
+    def _on_delete_clicked(self) -> None:
+        name = self.selected_version()
+        if name and QMessageBox.question(self, "Delete model", f"Delete {name}?") == QMessageBox.StandardButton.Yes:
+            self.delete_version(name)
+
+    def _on_export_clicked(self) -> None:
+        from ..core.models import export_model
+
+        name = self.selected_version()
+        if not name:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export model", f"{name}.safetensors", "Models (*.safetensors)")
+        if path:
+            try:
+                show_info(f"LoopSeg: exported to {export_model(name, path)}")
+            except ModelError as err:
+                show_error(f"LoopSeg: {err}")
+
+    def _on_import_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import model", "", "Models (*.safetensors)")
+        if path:
+            self.import_version(path)
