@@ -100,6 +100,43 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .core.finetune import finetune
+    from .core.imageio import guess_layout, read_image
+    from .core.models import ModelError
+    from .core.normalize import InputError
+    from .core.predict import DeviceError
+
+    masks = args.masks or [None] * len(args.images)
+    if not (len(args.images) == len(args.labels) == len(masks)):
+        _error(f"give as many --labels (and --masks) as --images: {len(args.images)} images, "
+               f"{len(args.labels)} labels, {len(args.masks or [])} masks")
+        return EXIT_USAGE
+    try:
+        images = [read_image(p) for p in args.images]
+        labels = [read_image(p) for p in args.labels]
+        masks = [None if m is None else read_image(m) > 0 for m in masks]
+        layouts = {guess_layout(i.shape).rgb for i in images}
+        if len(layouts) > 1:
+            raise InputError("mix of RGB and grey images: fine-tune on one kind at a time")
+        overrides = {k: v for k, v in (("steps", args.steps), ("device", args.device)) if v is not None}
+        with tqdm(total=overrides.get("steps"), unit="step", disable=None) as bar:
+            def advance(progress) -> None:
+                bar.total = progress.steps
+                bar.update(1)
+                bar.set_postfix(loss=f"{progress.loss:.4f}")
+
+            model = finetune(images, labels, masks, base=args.base, name=args.name, rgb=layouts.pop(),
+                             on_progress=advance, **overrides)
+    except (InputError, ModelError, DeviceError) as err:
+        _error(str(err))
+        return EXIT_FAILED
+    print(f"{model.name}\t{model.path}")
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     from .core.models import ModelError, bundled_dir, load_path, model_paths
 
@@ -144,6 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--allow-missing", action="store_true", help="score only images present in both")
     ev.set_defaults(func=_evaluate)
 
+    ft = sub.add_parser("finetune", help="fine-tune a model on corrected labels; registers a new version")
+    ft.add_argument("--images", nargs="+", type=Path, required=True, metavar="IMAGE")
+    ft.add_argument("--labels", nargs="+", type=Path, required=True, metavar="LABELS",
+                    help="corrected instance labels, one per image")
+    ft.add_argument("--masks", nargs="+", type=Path, default=None, metavar="MASK",
+                    help="reviewed pixels (non-zero) per image; default: the whole image is correct")
+    ft.add_argument("--base", default="nuclei", help="model to start from (default nuclei)")
+    ft.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default 300)")
+    ft.add_argument("--name", default=None, help="name of the new version (default <base>-ft-N)")
+    ft.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
+    ft.set_defaults(func=_finetune)
+
     mod = sub.add_parser("models", help="list bundled and user models")
     mod.set_defaults(func=_models)
     return parser
@@ -152,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="loopseg: %(message)s")
-    for name in ("tile_size", "batch_size", "overlap"):
+    for name in ("tile_size", "batch_size", "overlap", "steps"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "overlap" else 1):
             _error(f"--{name.replace('_', '-')} must be positive, got {value}")

@@ -104,3 +104,30 @@ def test_console_script_entry_point(tiny_model, tmp_path):
     )
     assert result.returncode != 0
     assert "missing.tif: no such file" in result.stderr
+
+
+def test_finetune_registers_and_segment_uses_it(tiny_model, images, tmp_path, capsys):
+    folder, truth = images
+    args = ["finetune", "--images", str(folder / "lzw.tif"), "--labels", str(truth / "lzw.tif"),
+            "--base", "tiny", "--steps", "3", "--name", "lab-v1", "--device", "cpu"]
+    assert main(args) == 0
+    name, path = capsys.readouterr().out.strip().split("\t")
+    assert name == "lab-v1" and path.endswith("lab-v1.safetensors")
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert any(line.split()[:3] == ["lab-v1", "user", "tiny"] for line in listing.splitlines())
+    out = tmp_path / "out"
+    assert main(["segment", str(folder / "lzw.tif"), "--out", str(out), "--model", "lab-v1"]) == 0
+    assert (out / "lzw.tif").exists()
+
+
+def test_finetune_mismatched_inputs(tiny_model, images, tmp_path, capsys):
+    folder, truth = images
+    small = tmp_path / "small_labels.tif"
+    tifffile.imwrite(small, np.ones((10, 10), np.uint16))
+    assert main(["finetune", "--images", str(folder / "lzw.tif"), str(folder / "zlib.tif"),
+                 "--labels", str(truth / "lzw.tif"), "--base", "tiny"]) == 2
+    assert "as many --labels" in capsys.readouterr().err
+    assert main(["finetune", "--images", str(folder / "grey.png"), "--labels", str(small),
+                 "--base", "tiny", "--steps", "2"]) == 1
+    assert "do not match" in capsys.readouterr().err
