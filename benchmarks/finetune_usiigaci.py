@@ -40,7 +40,9 @@ def _missed(truth: np.ndarray, pred: np.ndarray) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=Path("../shared/data/usiigaci_phase_dev"))
     parser.add_argument("--base", default="nuclei", help="model name or .safetensors file")
     parser.add_argument("--steps", type=int, default=None, help="default: the fine-tuning default")
@@ -74,7 +76,9 @@ def main() -> None:
             except StopIteration as stop:
                 return stop.value, time.perf_counter() - start
             if progress.step % 50 == 0:
-                print(f"  {name}: step {progress.step}/{progress.steps} loss {progress.loss:.4f} {progress.seconds:.0f}s")
+                print(
+                    f"  {name}: step {progress.step}/{progress.steps} loss {progress.loss:.4f} {progress.seconds:.0f}s"
+                )
 
     before = score(base.net, test_pairs, base.normalization, base.decode_params, args.device)
     print(f"base on set04..set10: {before}")
@@ -110,7 +114,11 @@ def main() -> None:
     }
     print(f"only my edits ({len(missed)} cells on set01): set02 missed {missed_before} -> {missed_after}")
     result.update(
-        device=str(torch.device(config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))),
+        device=str(
+            torch.device(
+                config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+            )
+        ),
         gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         threads=torch.get_num_threads(),
         machine=platform.platform(),

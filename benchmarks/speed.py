@@ -44,12 +44,12 @@ def run(sizes: list[int], model_name: str, device: str, repeats: int) -> dict:
         plane = normalize_plane(image, norm=model.normalization)
         tiled.predict(plane[:256, :256])  # warm-up: kernels, allocator
         megapixels = size * size / 1e6
-        t_whole = _best_of(repeats, lambda: whole.predict(plane))
-        t_tiled = _best_of(repeats, lambda: tiled.predict(plane))
+        t_whole = _best_of(repeats, lambda plane=plane: whole.predict(plane))
+        t_tiled = _best_of(repeats, lambda plane=plane: tiled.predict(plane))
         maps = tiled.predict(plane)
-        t_decode = _best_of(repeats, lambda: decode(maps, model.decode_params))
+        t_decode = _best_of(repeats, lambda maps=maps: decode(maps, model.decode_params))
 
-        def end_to_end() -> None:
+        def end_to_end(image=image) -> None:
             decode(tiled.predict(normalize_plane(image, norm=model.normalization)), model.decode_params)
 
         t_e2e = _best_of(repeats, end_to_end)
@@ -79,14 +79,20 @@ def run(sizes: list[int], model_name: str, device: str, repeats: int) -> dict:
         "threads": torch.get_num_threads(),
         "machine": {"cpu": platform.processor() or platform.machine(), "system": platform.platform()},
         "gpu": torch.cuda.get_device_name() if tiled.device.type == "cuda" else None,
-        "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
         "repeats": repeats,
         "results": rows,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--device", default="auto")

@@ -9,7 +9,10 @@ from napari_loopseg.core.synthetic import make_nuclei
 SAMPLES = {"nuclei": ((512, 512), 0), "nuclei_large": ((2048, 2048), 1)}
 
 
-def main(folder: Path = Path(__file__).resolve().parents[1] / "sample_data") -> None:
+FOLDER = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def main(folder: Path = FOLDER) -> None:
     folder.mkdir(exist_ok=True)
     for name, (shape, seed) in SAMPLES.items():
         image, labels = make_nuclei(shape, seed=seed)

@@ -1,6 +1,6 @@
 """Take the README screenshot from a real run: open the sample, dock Segment, click it, save.
 
-    xvfb-run -a python scripts/make_screenshot.py docs/screenshot.png
+xvfb-run -a python scripts/make_screenshot.py docs/screenshot.png
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QApplication
 def main(out: Path) -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 850)
-    image, truth = viewer.open_sample("napari-loopseg", "nuclei")
+    image, _truth = viewer.open_sample("napari-loopseg", "nuclei")
     _, widget = viewer.window.add_plugin_dock_widget("napari-loopseg", "Segment")
     widget.segment_button.click()
     while widget.worker is not None:

@@ -33,7 +33,8 @@ log = logging.getLogger("train_bundled")
 
 
 def load_split(data: Path, split: str, norm: Normalization) -> tuple[list[Sample], list[str]]:
-    rows = [r for r in csv.DictReader(open(data / "manifest.csv")) if r["split"] == split]
+    with open(data / "manifest.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == split]
     samples = []
     for row in rows:
         image = tifffile.imread(data / "images" / f"{row['image_id']}.tif")
@@ -67,7 +68,9 @@ def tune_decode(maps: list[np.ndarray], samples: list[Sample]) -> tuple[DecodePa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018_train"))
     parser.add_argument("--run", type=Path, default=Path("runs/bundled"))
     parser.add_argument("--out", type=Path, default=bundled_dir(), help="folder for the finished model")
@@ -130,7 +133,13 @@ def main() -> None:
         while True:
             progress = next(gen)
             if progress.step % 50 == 0:
-                log.info("step %d/%d loss %.4f %.0fs", progress.step, progress.steps, progress.loss, progress.seconds)
+                log.info(
+                    "step %d/%d loss %.4f %.0fs",
+                    progress.step,
+                    progress.steps,
+                    progress.loss,
+                    progress.seconds,
+                )
             if progress.validation:
                 log.info("step %d validation %s", progress.step, progress.validation)
                 if progress.validation["ap50"] > best["ap50"]:

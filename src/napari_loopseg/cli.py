@@ -32,7 +32,12 @@ def _segment(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
-    bar = tqdm(total=len(args.paths), unit="image", disable=None, bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]")
+    bar = tqdm(
+        total=len(args.paths),
+        unit="image",
+        disable=None,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]",
+    )
     for done, path in enumerate(args.paths):
         bar.set_description(path.name)
         try:
@@ -81,8 +86,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     missing = sorted(truths.keys() - preds.keys())
     if missing and not args.allow_missing:
-        _error(f"{len(missing)} ground-truth image(s) have no prediction, e.g. {missing[0]}; "
-               "pass --allow-missing to score the others")
+        _error(
+            f"{len(missing)} ground-truth image(s) have no prediction, e.g. {missing[0]}; "
+            "pass --allow-missing to score the others"
+        )
         return EXIT_FAILED
     counts = Counts()
     for stem in common:
@@ -111,8 +118,10 @@ def _finetune(args: argparse.Namespace) -> int:
 
     masks = args.masks or [None] * len(args.images)
     if not (len(args.images) == len(args.labels) == len(masks)):
-        _error(f"give as many --labels (and --masks) as --images: {len(args.images)} images, "
-               f"{len(args.labels)} labels, {len(args.masks or [])} masks")
+        _error(
+            f"give as many --labels (and --masks) as --images: {len(args.images)} images, "
+            f"{len(args.labels)} labels, {len(args.masks or [])} masks"
+        )
         return EXIT_USAGE
     try:
         images = [read_image(p) for p in args.images]
@@ -123,13 +132,22 @@ def _finetune(args: argparse.Namespace) -> int:
             raise InputError("mix of RGB and grey images: fine-tune on one kind at a time")
         overrides = {k: v for k, v in (("steps", args.steps), ("device", args.device)) if v is not None}
         with tqdm(total=overrides.get("steps"), unit="step", disable=None) as bar:
+
             def advance(progress) -> None:
                 bar.total = progress.steps
                 bar.update(1)
                 bar.set_postfix(loss=f"{progress.loss:.4f}")
 
-            model = finetune(images, labels, masks, base=args.base, name=args.name, rgb=layouts.pop(),
-                             on_progress=advance, **overrides)
+            model = finetune(
+                images,
+                labels,
+                masks,
+                base=args.base,
+                name=args.name,
+                rgb=layouts.pop(),
+                on_progress=advance,
+                **overrides,
+            )
     except (InputError, ModelError, DeviceError) as err:
         _error(str(err))
         return EXIT_FAILED
@@ -149,7 +167,9 @@ def _models(args: argparse.Namespace) -> int:
             continue
         source = "bundled" if path.parent == bundled_dir() else "user"
         val = card.get("metrics", {}).get("dsb2018_val", {}).get("ap50")
-        rows.append((name, source, card.get("parent") or "-", "-" if val is None else f"{val:.3f}", str(path)))
+        rows.append(
+            (name, source, card.get("parent") or "-", "-" if val is None else f"{val:.3f}", str(path))
+        )
     header = ("name", "source", "parent", "val AP@0.5", "path")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
@@ -165,14 +185,25 @@ def build_parser() -> argparse.ArgumentParser:
     seg = sub.add_parser("segment", help="segment images into instance label TIFFs")
     seg.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="TIFF, PNG or JPEG images")
     seg.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for <stem>.tif labels")
-    seg.add_argument("--model", default="nuclei", help="model name (see `loopseg models`) or .safetensors file")
-    seg.add_argument("--tile-size", type=int, default=1024, metavar="N", help="tile side in pixels (default 1024)")
-    seg.add_argument("--overlap", type=int, default=None, metavar="N",
-                     help="halo around each tile (default: the network's receptive field, exact)")
+    seg.add_argument(
+        "--model", default="nuclei", help="model name (see `loopseg models`) or .safetensors file"
+    )
+    seg.add_argument(
+        "--tile-size", type=int, default=1024, metavar="N", help="tile side in pixels (default 1024)"
+    )
+    seg.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="halo around each tile (default: the network's receptive field, exact)",
+    )
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     seg.add_argument("--batch-size", type=int, default=None, metavar="N", help="tiles per batch")
     seg.add_argument("--channel-axis", type=int, default=None, metavar="A", help="axis holding channels")
-    seg.add_argument("--channel", type=int, default=0, metavar="C", help="channel to segment (with --channel-axis)")
+    seg.add_argument(
+        "--channel", type=int, default=0, metavar="C", help="channel to segment (with --channel-axis)"
+    )
     seg.set_defaults(func=_segment)
 
     ev = sub.add_parser("evaluate", help="AP of predicted labels against ground truth (matched by file name)")
@@ -183,10 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("finetune", help="fine-tune a model on corrected labels; registers a new version")
     ft.add_argument("--images", nargs="+", type=Path, required=True, metavar="IMAGE")
-    ft.add_argument("--labels", nargs="+", type=Path, required=True, metavar="LABELS",
-                    help="corrected instance labels, one per image")
-    ft.add_argument("--masks", nargs="+", type=Path, default=None, metavar="MASK",
-                    help="reviewed pixels (non-zero) per image; default: the whole image is correct")
+    ft.add_argument(
+        "--labels",
+        nargs="+",
+        type=Path,
+        required=True,
+        metavar="LABELS",
+        help="corrected instance labels, one per image",
+    )
+    ft.add_argument(
+        "--masks",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="MASK",
+        help="reviewed pixels (non-zero) per image; default: the whole image is correct",
+    )
     ft.add_argument("--base", default="nuclei", help="model to start from (default nuclei)")
     ft.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default 300)")
     ft.add_argument("--name", default=None, help="name of the new version (default <base>-ft-N)")
@@ -200,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="loopseg: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="loopseg: %(message)s"
+    )
     for name in ("tile_size", "batch_size", "overlap", "steps"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "overlap" else 1):

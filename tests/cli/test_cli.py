@@ -101,6 +101,7 @@ def test_console_script_entry_point(tiny_model, tmp_path):
         ["loopseg", "segment", str(tmp_path / "missing.tif"), "--out", str(tmp_path), "--model", "tiny"],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert result.returncode != 0
     assert "missing.tif: no such file" in result.stderr
@@ -108,8 +109,21 @@ def test_console_script_entry_point(tiny_model, tmp_path):
 
 def test_finetune_registers_and_segment_uses_it(tiny_model, images, tmp_path, capsys):
     folder, truth = images
-    args = ["finetune", "--images", str(folder / "lzw.tif"), "--labels", str(truth / "lzw.tif"),
-            "--base", "tiny", "--steps", "3", "--name", "lab-v1", "--device", "cpu"]
+    args = [
+        "finetune",
+        "--images",
+        str(folder / "lzw.tif"),
+        "--labels",
+        str(truth / "lzw.tif"),
+        "--base",
+        "tiny",
+        "--steps",
+        "3",
+        "--name",
+        "lab-v1",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     name, path = capsys.readouterr().out.strip().split("\t")
     assert name == "lab-v1" and path.endswith("lab-v1.safetensors")
@@ -125,9 +139,36 @@ def test_finetune_mismatched_inputs(tiny_model, images, tmp_path, capsys):
     folder, truth = images
     small = tmp_path / "small_labels.tif"
     tifffile.imwrite(small, np.ones((10, 10), np.uint16))
-    assert main(["finetune", "--images", str(folder / "lzw.tif"), str(folder / "zlib.tif"),
-                 "--labels", str(truth / "lzw.tif"), "--base", "tiny"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--images",
+                str(folder / "lzw.tif"),
+                str(folder / "zlib.tif"),
+                "--labels",
+                str(truth / "lzw.tif"),
+                "--base",
+                "tiny",
+            ]
+        )
+        == 2
+    )
     assert "as many --labels" in capsys.readouterr().err
-    assert main(["finetune", "--images", str(folder / "grey.png"), "--labels", str(small),
-                 "--base", "tiny", "--steps", "2"]) == 1
+    assert (
+        main(
+            [
+                "finetune",
+                "--images",
+                str(folder / "grey.png"),
+                "--labels",
+                str(small),
+                "--base",
+                "tiny",
+                "--steps",
+                "2",
+            ]
+        )
+        == 1
+    )
     assert "do not match" in capsys.readouterr().err

@@ -51,8 +51,15 @@ def test_stopping_early_registers_nothing(tiny_model):
 def test_inputs_are_not_modified(tiny_model):
     pairs = _pairs([2])
     copies = [(p.image.copy(), p.labels.copy()) for p in pairs]
-    napari_loopseg.finetune([p.image for p in pairs], [p.labels for p in pairs], base="tiny", steps=3,
-                            batch_size=2, crop=32, device="cpu")
+    napari_loopseg.finetune(
+        [p.image for p in pairs],
+        [p.labels for p in pairs],
+        base="tiny",
+        steps=3,
+        batch_size=2,
+        crop=32,
+        device="cpu",
+    )
     for p, (image, labels) in zip(pairs, copies):
         assert np.array_equal(p.image, image) and np.array_equal(p.labels, labels)
 
@@ -75,11 +82,25 @@ def test_validation_pairs_report_scores(tiny_model):
 
 def test_version_names_rename_delete_export_import(tiny_model, tmp_path):
     assert next_version_name("tiny") == "tiny-ft-1"
-    napari_loopseg.finetune([make_nuclei((64, 64), seed=5)[0]], [make_nuclei((64, 64), seed=5)[1]],
-                            base="tiny", steps=2, batch_size=2, crop=32, device="cpu")
+    napari_loopseg.finetune(
+        [make_nuclei((64, 64), seed=5)[0]],
+        [make_nuclei((64, 64), seed=5)[1]],
+        base="tiny",
+        steps=2,
+        batch_size=2,
+        crop=32,
+        device="cpu",
+    )
     assert next_version_name("tiny") == "tiny-ft-2" and next_version_name("tiny-ft-1") == "tiny-ft-2"
-    napari_loopseg.finetune([make_nuclei((64, 64), seed=6)[0]], [make_nuclei((64, 64), seed=6)[1]],
-                            base="tiny-ft-1", steps=2, batch_size=2, crop=32, device="cpu")
+    napari_loopseg.finetune(
+        [make_nuclei((64, 64), seed=6)[0]],
+        [make_nuclei((64, 64), seed=6)[1]],
+        base="tiny-ft-1",
+        steps=2,
+        batch_size=2,
+        crop=32,
+        device="cpu",
+    )
     rename_model("tiny-ft-1", "mine")
     assert load_model("tiny-ft-2").parent == "mine"  # lineage follows the rename
     shared = export_model("mine", tmp_path / "mine.safetensors")

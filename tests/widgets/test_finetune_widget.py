@@ -50,7 +50,9 @@ def test_segment_correct_finetune_resegment(widgets, qtbot):
     assert segment.models.model_name == "tiny-ft-1"  # the Segment widget follows
     assert "tiny-ft-1" in model_paths()
     assert labels.data[40, 40] == 77  # the user's edited layer is untouched
-    fresh = [layer for layer in viewer.layers if layer.metadata.get("loopseg", {}).get("model") == "tiny-ft-1"]
+    fresh = [
+        layer for layer in viewer.layers if layer.metadata.get("loopseg", {}).get("model") == "tiny-ft-1"
+    ]
     assert len(fresh) == 1 and fresh[0] is not labels and fresh[0].data.shape == labels.data.shape
     assert finetune.plot.steps == [1, 2, 3, 4]
 
@@ -99,7 +101,7 @@ def test_whole_image_mode_and_overlay(widgets, qtbot):
 
 
 def test_edit_kinds_are_tracked_and_own_writes_are_not(widgets, qtbot):
-    viewer, segment, finetune = widgets
+    viewer, segment, _ = widgets
     labels = segmented(viewer, segment, qtbot)
     tracker = tracker_for(labels)
     assert not tracker.edited  # LoopSeg's own result is not a user edit
@@ -110,11 +112,11 @@ def test_edit_kinds_are_tracked_and_own_writes_are_not(widgets, qtbot):
 
 
 def test_corrupted_model_import_is_a_message(widgets, qtbot, notifications, tmp_path):
-    viewer, _, finetune = widgets
+    _, _, finetune = widgets
     bad = tmp_path / "colleague.safetensors"
     bad.write_bytes(b"\x00" * 100)
     models_before, active_before = set(model_paths()), finetune.active.name
-    finetune.import_version(str(bad))
+    finetune.versions.import_file(str(bad))
     assert set(model_paths()) == models_before and finetune.active.name == active_before
     assert any("colleague.safetensors" in m and "cannot import" in m for m in notifications)
 
@@ -125,12 +127,11 @@ def test_versions_rename_use_delete(widgets, qtbot):
     finetune.set_use(labels, WHOLE_IMAGE)
     qtbot.mouseClick(finetune.finetune_button, Qt.MouseButton.LeftButton)
     wait_idle(finetune, qtbot)
-    finetune.rename_version("tiny-ft-1", "my-cells")
+    finetune.versions.rename("tiny-ft-1", "my-cells")
     assert finetune.active.name == "my-cells" and "tiny-ft-1" not in model_paths()
-    finetune.delete_version("my-cells")
+    finetune.versions.delete("my-cells")
     assert finetune.active.name == "nuclei" and "my-cells" not in model_paths()
-    items = [finetune.versions.item(i).text() for i in range(finetune.versions.count())]
-    assert not any("my-cells" in text for text in items)
+    assert "my-cells" not in finetune.versions.names()
 
 
 def test_gui_stays_responsive_while_training(widgets, qtbot):

@@ -39,7 +39,9 @@ class Pair:
     def __post_init__(self) -> None:
         shape = self.image.shape[:2] if self.rgb else self.image.shape
         if tuple(shape) != tuple(self.labels.shape) or self.labels.ndim != 2:
-            raise InputError(f"image {self.image.shape} and labels {self.labels.shape} do not match (2D planes)")
+            raise InputError(
+                f"image {self.image.shape} and labels {self.labels.shape} do not match (2D planes)"
+            )
         if self.reviewed is not None and self.reviewed.shape != self.labels.shape:
             raise InputError(f"reviewed mask {self.reviewed.shape} does not match labels {self.labels.shape}")
         if np.dtype(self.labels.dtype).kind not in "biu":
@@ -76,7 +78,8 @@ def finetune_iter(
         raise InputError("nothing reviewed yet: correct some objects, or mark an image as fully correct")
     norm, params = base_model.normalization, base_model.decode_params
     samples = [
-        Sample(normalize_plane(p.image, p.rgb, norm), p.labels.astype(np.int32), p.reviewed) for p in train_pairs
+        Sample(normalize_plane(p.image, p.rgb, norm), p.labels.astype(np.int32), p.reviewed)
+        for p in train_pairs
     ]
 
     def validate(net) -> dict:

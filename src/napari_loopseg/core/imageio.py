@@ -30,7 +30,7 @@ def read_image(path: str | Path) -> np.ndarray:
         import imageio.v3 as iio
 
         return np.asarray(iio.imread(path))
-    except Exception as err:  # noqa: BLE001 - any decoder failure means an unreadable file
+    except Exception as err:
         raise InputError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .instances import DecodeParams
@@ -42,7 +41,7 @@ class Model:
     """A loaded model: the torch module plus what is needed to use it as it was trained."""
 
     name: str
-    net: "UNet"
+    net: UNet
     card: dict
     path: Path | None = None
 
@@ -85,7 +84,7 @@ def model_paths() -> dict[str, Path]:
 
 def make_card(
     name: str,
-    config: "UNetConfig",
+    config: UNetConfig,
     normalization: Normalization,
     decode: DecodeParams,
     parent: str | None = None,
@@ -189,7 +188,7 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def save_model(net: "UNet", card: dict, folder: Path | None = None) -> Path:
+def save_model(net: UNet, card: dict, folder: Path | None = None) -> Path:
     """Write ``<name>.safetensors`` (+ ``.json`` card) atomically; refuses to overwrite."""
     import torch
     from safetensors.torch import save_file

@@ -67,7 +67,9 @@ def to_grey(plane: np.ndarray, rgb: bool) -> np.ndarray:
     return plane.astype(np.float32, copy=False)
 
 
-def normalize_plane(plane: np.ndarray, rgb: bool = False, norm: Normalization = Normalization()) -> np.ndarray:
+def normalize_plane(
+    plane: np.ndarray, rgb: bool = False, norm: Normalization = Normalization()
+) -> np.ndarray:
     """Percentile-normalise one plane to float32 (H, W), foreground bright.
 
     ``invert="auto"`` flips images whose background is bright (brightfield, H&E stains), judged
@@ -135,15 +137,6 @@ def select_channel(array, layout: Layout):
     index = [slice(None)] * array.ndim
     index[axis] = layout.channel
     return array[tuple(index)]
-
-
-def stack_shape(shape: tuple[int, ...], layout: Layout) -> tuple[int, ...]:
-    """Leading (time, Z, ...) axes over which planes are iterated."""
-    ndim = len(shape) - (layout.channel_axis is not None) - layout.rgb
-    plane_shape(shape, layout)
-    if layout.channel_axis is not None:
-        shape = shape[: layout.channel_axis % len(shape)] + shape[layout.channel_axis % len(shape) + 1 :]
-    return tuple(shape[: ndim - 2])
 
 
 def iter_planes(array, layout: Layout) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:

@@ -108,7 +108,9 @@ class Predictor:
     @torch.inference_mode()
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
+        ):
             y = self.net(x)
         return torch.sigmoid(y.float()).cpu().numpy()
 

@@ -8,15 +8,16 @@ so a napari worker and a plain loop drive the very same code.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .instances import DecodeParams, decode
 from .models import Model, load_model
 from .normalize import Layout, check_image, iter_planes, normalize_plane
-from .progress import drive
 from .predict import DEFAULT_TILE, Predictor
+from .progress import drive
+
 
 @dataclass(frozen=True)
 class SegmentProgress:
@@ -34,7 +35,7 @@ class SegmentOptions:
     tile_size: int = DEFAULT_TILE
     overlap: int | None = None
     batch_size: int | None = None
-    layout: Layout = Layout()
+    layout: Layout = field(default_factory=Layout)
     decode: DecodeParams | None = None
 
 
@@ -52,7 +53,9 @@ def _scaled(gen, base: float, n_planes: int):
         yield SegmentProgress(base + 0.8 * step.done / step.total / n_planes, "predicting")
 
 
-def segment_iter(image, model: Model, options: SegmentOptions = SegmentOptions()) -> Generator[SegmentProgress, None, np.ndarray]:
+def segment_iter(
+    image, model: Model, options: SegmentOptions = SegmentOptions()
+) -> Generator[SegmentProgress, None, np.ndarray]:
     """Segment every plane of ``image``; returns labels shaped (stack..., H, W)."""
     lead, (height, width) = check_image(image, options.layout)
     predictor = Predictor(
@@ -70,7 +73,9 @@ def segment_iter(image, model: Model, options: SegmentOptions = SegmentOptions()
     for done, (index, plane) in enumerate(iter_planes(image, options.layout)):
         base = done / n_planes
         yield SegmentProgress(base, f"plane {done + 1}/{n_planes}: predicting" if lead else "predicting")
-        maps = yield from _scaled(predictor.predict_iter(normalize_plane(plane, options.layout.rgb, norm)), base, n_planes)
+        maps = yield from _scaled(
+            predictor.predict_iter(normalize_plane(plane, options.layout.rgb, norm)), base, n_planes
+        )
         yield SegmentProgress(base + 0.8 / n_planes, "finding objects")
         planes.append((index, decode(maps, params)))
     largest = max(int(labels.max()) for _, labels in planes)

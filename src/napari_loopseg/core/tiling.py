@@ -80,4 +80,6 @@ class TilePlan:
         oy, ox = origin
         h = min(self.y.core, self.y.size - oy)
         w = min(self.x.core, self.x.size - ox)
-        out[:, oy : oy + h, ox : ox + w] = tile_out[:, self.y.halo : self.y.halo + h, self.x.halo : self.x.halo + w]
+        out[:, oy : oy + h, ox : ox + w] = tile_out[
+            :, self.y.halo : self.y.halo + h, self.x.halo : self.x.halo + w
+        ]

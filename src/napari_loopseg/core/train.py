@@ -107,15 +107,21 @@ class CropSampler:
         index = int(self.rng.choice(len(self.samples), p=self.p))
         sample = self.samples[index]
         scale = float(np.exp(self.rng.uniform(*np.log(cfg.scale_range))))
-        size = max(8, int(round(cfg.crop / scale)))
+        size = max(8, round(cfg.crop / scale))
         y0, x0 = self._window(index, size)
         window = np.s_[y0 : y0 + size, x0 : x0 + size]
         image = sample.image[window].astype(np.float32)
         labels = sample.labels[window]
-        valid = np.ones(labels.shape, np.float32) if sample.reviewed is None else sample.reviewed[window].astype(np.float32)
+        valid = (
+            np.ones(labels.shape, np.float32)
+            if sample.reviewed is None
+            else sample.reviewed[window].astype(np.float32)
+        )
         if image.shape != (size, size):  # image smaller than the crop: pad, weigh padding zero
             ph, pw = size - image.shape[0], size - image.shape[1]
-            image = np.pad(image, ((0, ph), (0, pw)), mode="reflect" if min(image.shape) > max(ph, pw) else "edge")
+            image = np.pad(
+                image, ((0, ph), (0, pw)), mode="reflect" if min(image.shape) > max(ph, pw) else "edge"
+            )
             labels = np.pad(labels, ((0, ph), (0, pw)))
             valid = np.pad(valid, ((0, ph), (0, pw)))
         if size != cfg.crop:
@@ -134,7 +140,11 @@ class CropSampler:
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         crops = [self.crop() for _ in range(self.config.batch_size)]
         images, targets, weights = (np.stack(parts) for parts in zip(*crops))
-        return torch.from_numpy(images[:, None]), torch.from_numpy(targets), torch.from_numpy(weights[:, None])
+        return (
+            torch.from_numpy(images[:, None]),
+            torch.from_numpy(targets),
+            torch.from_numpy(weights[:, None]),
+        )
 
 
 def _orient(array: np.ndarray, k: int, flip: bool) -> np.ndarray:
@@ -216,7 +226,11 @@ def train_iter(
         schedule.step()
         validation = {}
         last = step + 1 == config.steps
-        if validate is not None and config.validate_every and ((step + 1) % config.validate_every == 0 or last):
+        if (
+            validate is not None
+            and config.validate_every
+            and ((step + 1) % config.validate_every == 0 or last)
+        ):
             model.eval()
             validation = validate(model)
             if checkpoint is not None:
@@ -229,5 +243,7 @@ def train_iter(
                         "step": step + 1,
                     }
                 )
-        yield TrainProgress(step + 1, config.steps, float(loss.detach()), time.perf_counter() - start, validation)
+        yield TrainProgress(
+            step + 1, config.steps, float(loss.detach()), time.perf_counter() - start, validation
+        )
     return model.eval().to("cpu").to(memory_format=torch.contiguous_format)

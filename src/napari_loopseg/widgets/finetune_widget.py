@@ -14,21 +14,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import GeneratorWorker, create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from napari.viewer import Viewer
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -39,7 +34,6 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..core.models import ModelError, bundled_dir, model_paths
 from ..core.normalize import InputError
 from .active_model import active_model
 from .layer_results import labels_shape, put_result, source_image
@@ -47,6 +41,7 @@ from .loss_plot import LossPlot
 from .model_selector import ModelSelector
 from .review_tracking import tracker_for
 from .segment_jobs import LARGE_PLANE, Job, make_job, run_jobs, visible_window
+from .versions_panel import VersionsPanel
 
 MY_EDITS, WHOLE_IMAGE, VALIDATION = "My edits", "Whole image correct", "Validation"
 PLOT_INTERVAL_S = 0.5
@@ -103,17 +98,10 @@ class FinetuneWidget(QWidget):
         self.status = QLabel("Correct some objects in a labels layer, then fine-tune.")
         self.status.setWordWrap(True)
         self.plot = LossPlot()
-        # versions
-        self.versions = QListWidget()
-        self.versions.setMaximumHeight(110)
-        self.use_button, self.rename_button = QPushButton("Use"), QPushButton("Rename")
-        self.delete_button, self.export_button, self.import_button = (
-            QPushButton("Delete"), QPushButton("Export"), QPushButton("Import"),
-        )
+        self.versions = VersionsPanel(self.active)
         self._layout_widgets()
         self._connect()
         self._refresh_choices()
-        self._refresh_versions()
         for layer in self.viewer.layers:
             self._auto_add(layer)
 
@@ -132,9 +120,6 @@ class FinetuneWidget(QWidget):
         run = QHBoxLayout()
         run.addWidget(self.finetune_button)
         run.addWidget(self.cancel_button)
-        manage = QHBoxLayout()
-        for w in (self.use_button, self.rename_button, self.delete_button, self.export_button, self.import_button):
-            manage.addWidget(w)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Corrected images"))
         layout.addWidget(self.table)
@@ -150,7 +135,6 @@ class FinetuneWidget(QWidget):
         layout.addWidget(self.plot)
         layout.addWidget(QLabel("Model versions"))
         layout.addWidget(self.versions)
-        layout.addLayout(manage)
         layout.addStretch()
 
     def _connect(self) -> None:
@@ -159,13 +143,6 @@ class FinetuneWidget(QWidget):
         self.show_reviewed.toggled.connect(self._refresh_overlays)
         self.finetune_button.clicked.connect(self._on_finetune)
         self.cancel_button.clicked.connect(self._on_cancel)
-        self.use_button.clicked.connect(self._on_use)
-        self.rename_button.clicked.connect(self._on_rename_clicked)
-        self.delete_button.clicked.connect(self._on_delete_clicked)
-        self.export_button.clicked.connect(self._on_export_clicked)
-        self.import_button.clicked.connect(self._on_import_clicked)
-        self.active.registry_changed.connect(self._refresh_versions)
-        self.active.changed.connect(lambda name: self._refresh_versions())
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
 
@@ -203,8 +180,10 @@ class FinetuneWidget(QWidget):
     def add_pair(self, image: Image, labels: Labels, use_as: str = MY_EDITS) -> None:
         """Pair an image with its (corrected) labels; shapes must agree."""
         if labels_shape(image) != tuple(labels.data.shape):
-            show_error(f"LoopSeg: '{image.name}' {labels_shape(image)} and '{labels.name}' "
-                       f"{tuple(labels.data.shape)} differ in shape")
+            show_error(
+                f"LoopSeg: '{image.name}' {labels_shape(image)} and '{labels.name}' "
+                f"{tuple(labels.data.shape)} differ in shape"
+            )
             return
         if any(row.labels is labels for row in self.rows):
             return
@@ -272,8 +251,14 @@ class FinetuneWidget(QWidget):
                 mask[plane] = 1 if reviewed is None else reviewed
             if overlay is None or overlay not in self.viewer.layers:
                 self._overlays[key] = self.viewer.add_image(
-                    mask, name=f"{row.labels.name} reviewed", colormap="green", opacity=0.25,
-                    blending="additive", contrast_limits=(0, 1), scale=row.labels.scale, translate=row.labels.translate,
+                    mask,
+                    name=f"{row.labels.name} reviewed",
+                    colormap="green",
+                    opacity=0.25,
+                    blending="additive",
+                    contrast_limits=(0, 1),
+                    scale=row.labels.scale,
+                    translate=row.labels.translate,
                 )
                 self.viewer.layers.selection.active = row.labels  # keep painting where the user was
             else:
@@ -313,8 +298,10 @@ class FinetuneWidget(QWidget):
         try:
             pairs = self.collect_pairs()
             if not any(not p.validation and p.reviewed_pixels for p in pairs):
-                raise InputError("nothing to learn from yet: paint corrections into a labels layer, "
-                                 "or mark a pair as 'Whole image correct'")
+                raise InputError(
+                    "nothing to learn from yet: paint corrections into a labels layer, "
+                    "or mark a pair as 'Whole image correct'"
+                )
         except InputError as err:
             show_error(f"LoopSeg cannot fine-tune: {err}")
             return
@@ -346,7 +333,9 @@ class FinetuneWidget(QWidget):
         self.progress.setValue(progress.step)
         self.plot.add(progress.step, progress.loss, progress.validation)
         val = f", val AP@0.5 {progress.validation['ap50']:.3f}" if progress.validation else ""
-        self.status.setText(f"step {progress.step}/{progress.steps}, loss {progress.loss:.4f}{val}, {progress.seconds:.0f}s")
+        self.status.setText(
+            f"step {progress.step}/{progress.steps}, loss {progress.loss:.4f}{val}, {progress.seconds:.0f}s"
+        )
         now = time.monotonic()
         if now - self._last_plot > PLOT_INTERVAL_S or progress.step == progress.steps:
             self._last_plot = now
@@ -415,101 +404,10 @@ class FinetuneWidget(QWidget):
         if kind == "result" and job.layer in self.viewer.layers:
             layer = put_result(self.viewer, job.layer, value, self._segment_model, job.plane, job.window)
             where = "visible area of " if job.window else ""
-            self.status.setText(f"Re-segmented {where}'{job.layer.name}' with {self._segment_model} into '{layer.name}'")
+            self.status.setText(
+                f"Re-segmented {where}'{job.layer.name}' with {self._segment_model} into '{layer.name}'"
+            )
 
     def _on_segment_finished(self) -> None:
         self.segment_worker = None
         self._update_buttons()
-
-    # versions ---------------------------------------------------------------------------
-    def _refresh_versions(self) -> None:
-        from ..core.models import load_path
-
-        self.versions.clear()
-        for name, path in model_paths().items():
-            try:
-                card = load_path(path).card if path.parent != bundled_dir() else {}
-            except ModelError:
-                continue
-            label = name if path.parent != bundled_dir() else f"{name} (bundled)"
-            if card.get("parent"):
-                label += f"  \u2190 {card['parent']}"
-            if name == self.active.name:
-                label += "  [active]"
-            item = QListWidgetItem(label)
-            item.setData(256, name)  # Qt.UserRole
-            self.versions.addItem(item)
-
-    def selected_version(self) -> str | None:
-        item = self.versions.currentItem()
-        return None if item is None else item.data(256)
-
-    def _on_use(self) -> None:
-        name = self.selected_version()
-        if name:
-            self.active.set(name)
-
-    def rename_version(self, old: str, new: str) -> None:
-        from ..core.models import rename_model
-
-        try:
-            rename_model(old, new)
-        except ModelError as err:
-            show_error(f"LoopSeg: {err}")
-            return
-        if self.active.name == old:
-            self.active.set(new)
-        self.active.registry_changed.emit()
-
-    def delete_version(self, name: str) -> None:
-        from ..core.models import DEFAULT_MODEL, delete_model
-
-        try:
-            delete_model(name)
-        except ModelError as err:
-            show_error(f"LoopSeg: {err}")
-            return
-        if self.active.name == name:
-            self.active.set(DEFAULT_MODEL)
-        self.active.registry_changed.emit()
-
-    def import_version(self, path: str) -> None:
-        from ..core.models import import_model, load_path
-
-        try:
-            name = load_path(import_model(path)).name
-        except ModelError as err:
-            show_error(f"LoopSeg cannot import the model: {err}")
-            return
-        self.active.registry_changed.emit()
-        show_info(f"LoopSeg: imported model {name}")
-
-    def _on_rename_clicked(self) -> None:
-        old = self.selected_version()
-        if old:
-            new, ok = QInputDialog.getText(self, "Rename model", f"New name for {old}:", text=old)
-            if ok and new and new != old:
-                self.rename_version(old, new)
-
-    def _on_delete_clicked(self) -> None:
-        name = self.selected_version()
-        if name and QMessageBox.question(self, "Delete model", f"Delete {name}?") == QMessageBox.StandardButton.Yes:
-            self.delete_version(name)
-
-    def _on_export_clicked(self) -> None:
-        from ..core.models import export_model
-
-        name = self.selected_version()
-        if not name:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Export model", f"{name}.safetensors", "Models (*.safetensors)")
-        if path:
-            try:
-                show_info(f"LoopSeg: exported to {export_model(name, path)}")
-            except ModelError as err:
-                show_error(f"LoopSeg: {err}")
-
-    def _on_import_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Import model", "", "Models (*.safetensors)")
-        if path:
-            self.import_version(path)

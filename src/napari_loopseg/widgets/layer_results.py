@@ -49,7 +49,9 @@ def put_result(
     shape = labels_shape(image)
     region = (*(plane or ()), *(window or ()))
     target = own_result(viewer, image)
-    if target is not None and (target.data.shape != shape or np.dtype(target.data.dtype).itemsize < labels.dtype.itemsize):
+    if target is not None and (
+        target.data.shape != shape or np.dtype(target.data.dtype).itemsize < labels.dtype.itemsize
+    ):
         target = None
     if target is None:
         data = np.zeros(shape, labels.dtype) if region else labels

@@ -41,6 +41,8 @@ class LossPlot(FigureCanvasQTAgg):
         if self.steps:
             self.axes.plot(self.steps, self.losses, lw=1, color="tab:blue", label="loss")
         if self.val_steps:
-            self.axes.plot(self.val_steps, self.val_scores, "o-", ms=3, color="tab:orange", label="val AP@0.5")
+            self.axes.plot(
+                self.val_steps, self.val_scores, "o-", ms=3, color="tab:orange", label="val AP@0.5"
+            )
             self.axes.legend(fontsize=7)
         self.draw_idle()

@@ -10,7 +10,6 @@ from napari.layers import Image
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -27,8 +26,8 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ..core.normalize import InputError
-from .layer_results import put_result
 from .active_model import active_model
+from .layer_results import put_result
 from .model_selector import ModelSelector
 from .segment_jobs import Job, make_job, run_jobs
 
