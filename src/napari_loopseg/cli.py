@@ -43,7 +43,6 @@ def _segment(args: argparse.Namespace) -> int:
         try:
             image = read_image(path)
             options = SegmentOptions(
-                model=model.name,
                 device=args.device,
                 tile_size=args.tile_size,
                 overlap=args.overlap,

@@ -29,7 +29,8 @@ class SegmentProgress:
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    model: str = "nuclei"
+    """How to run the model; which model is a separate argument."""
+
     device: str = "auto"
     precision: str = "auto"
     tile_size: int = DEFAULT_TILE
@@ -97,5 +98,5 @@ def segment(image, model: str | Model = "nuclei", **options) -> np.ndarray:
         channel=int(options.pop("channel", 0)),
     )
     loaded = model if isinstance(model, Model) else load_model(model)
-    opts = SegmentOptions(model=loaded.name, layout=layout, **options)
+    opts = SegmentOptions(layout=layout, **options)
     return drive(segment_iter(image, loaded, opts))

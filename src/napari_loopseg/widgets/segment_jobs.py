@@ -75,7 +75,7 @@ def run_jobs(jobs: list[Job], model_name: str, options: dict) -> Generator[tuple
     model = load_model(model_name)
     for index, job in enumerate(jobs):
         data = job.data if job.window is None else job.data[job.window]  # a window is of one 2D plane
-        gen = segment_iter(data, model, SegmentOptions(model=model.name, layout=job.layout, **options))
+        gen = segment_iter(data, model, SegmentOptions(layout=job.layout, **options))
         while True:
             try:
                 progress = next(gen)
