@@ -108,3 +108,47 @@ def test_bad_input_notifies_and_changes_nothing(widget, qtbot, notifications):
     assert widget.worker is None
     assert list(viewer.layers) == before
     assert any("too small" in message and "speck" in message for message in notifications)
+
+
+def test_window_result_replaces_only_that_window(widget, image, qtbot):
+    """Re-segmenting the visible part first: only the window changes, undoably."""
+    from napari_loopseg.widgets.layer_results import put_result
+
+    viewer = widget.viewer
+    layer_image = viewer.add_image(image, name="cells")
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(viewer)
+    before = layer.data.copy()
+    window = (slice(10, 40), slice(20, 70))
+    patch = np.full((30, 50), 7, before.dtype)
+    assert put_result(viewer, layer_image, patch, "tiny", window=window) is layer
+    assert (layer.data[window] == 7).all()
+    outside = np.ones(before.shape, bool)
+    outside[window] = False
+    assert np.array_equal(layer.data[outside], before[outside])
+    layer.undo()
+    assert np.array_equal(layer.data, before)
+
+
+def test_visible_window_follows_the_camera(widget, image):
+    from napari_loopseg.widgets.segment_jobs import visible_window
+
+    viewer = widget.viewer
+    layer = viewer.add_image(np.zeros((1000, 1200), np.uint16), name="big")
+    viewer.reset_view()
+    assert visible_window(viewer, layer, (1000, 1200)) is None  # everything is on screen
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.zoom *= 8
+    window = visible_window(viewer, layer, (1000, 1200))
+    assert window is not None
+    height, width = window[0].stop - window[0].start, window[1].stop - window[1].start
+    assert 0 < height * width < 0.2 * 1000 * 1200
+
+
+def test_active_model_is_remembered(make_napari_viewer, tiny_model):
+    from napari_loopseg.widgets.active_model import active_model
+
+    first = make_napari_viewer()
+    active_model(first).set("tiny")
+    second = make_napari_viewer()
+    assert active_model(second).name == "tiny"

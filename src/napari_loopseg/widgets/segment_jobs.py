@@ -48,12 +48,15 @@ def current_plane(viewer: Viewer, layer, lead: tuple[int, ...]) -> tuple[int, ..
 
 def visible_window(viewer: Viewer, layer: Image, shape: tuple[int, int]) -> tuple[slice, slice] | None:
     """The part of a 2D plane on screen, or None if the whole plane is (nearly) visible."""
-    canvas = getattr(viewer, "_canvas_size", None)  # (height, width) in screen pixels
+    # napari >= 0.9: viewer.canvas.size and viewer.scene.camera; before: _canvas_size, camera
+    canvas = getattr(getattr(viewer, "canvas", None), "size", None) or getattr(viewer, "_canvas_size", None)
+    scene = getattr(viewer, "scene", None)
+    camera = scene.camera if scene is not None else viewer.camera
     if not canvas or min(canvas) <= 1:
         return None
     height, width = canvas
-    zoom = viewer.camera.zoom
-    centre = np.asarray(viewer.camera.center[-2:])
+    zoom = camera.zoom
+    centre = np.asarray(camera.center[-2:])
     half = np.array([height, width]) / zoom / 2
     world = np.zeros(layer.ndim)
     corners = []
