@@ -1,0 +1,89 @@
+"""Longest GUI stall (a 10 ms QTimer probe) while LoopSeg works in the background, real viewer.
+
+    xvfb-run -a python benchmarks/gui_responsiveness.py --out benchmarks/results/gui-cpu.json
+
+1. Segment the bundled 2048x2048 sample with the Segment widget.
+2. Fine-tune the active model on the 512x512 sample ("whole image correct") for --steps steps.
+Reports the longest gap between timer ticks (what a user feels as a freeze) and the 99th
+percentile, with the machine. The Qt event loop keeps running; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _probe(run, is_done) -> dict:
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(10)
+    started = time.perf_counter()
+    run()
+    while not is_done():
+        QApplication.processEvents()
+        time.sleep(0.001)
+    timer.stop()
+    gaps = np.diff(ticks) * 1000
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "ticks": len(ticks),
+        "longest_stall_ms": round(float(gaps.max()), 1),
+        "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    import napari
+    import torch
+
+    from napari_loopseg.widgets.finetune_widget import WHOLE_IMAGE
+
+    viewer = napari.Viewer(show=True)
+    large, _ = viewer.open_sample("napari-loopseg", "nuclei_large")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-loopseg", "Segment")
+    _, finetune = viewer.window.add_plugin_dock_widget("napari-loopseg", "Fine-tune")
+    segment.select(large.name)
+    result: dict = {"benchmark": "gui_responsiveness"}
+    result["segment_2048"] = _probe(segment.segment_button.click, lambda: segment.worker is None)
+    print("segment 2048^2:", result["segment_2048"])
+
+    small, truth = viewer.open_sample("napari-loopseg", "nuclei")
+    pair_labels = viewer.add_labels(np.asarray(truth.data), name="corrected")
+    finetune.add_pair(small, pair_labels, WHOLE_IMAGE)
+    finetune.steps.setValue(args.steps)
+    result["finetune"] = _probe(
+        finetune.finetune_button.click, lambda: finetune.worker is None and finetune.segment_worker is None
+    )
+    result["finetune"]["steps"] = args.steps
+    print("fine-tune:", result["finetune"])
+    result.update(
+        threads=torch.get_num_threads(),
+        machine=platform.platform(),
+        processor=platform.processor(),
+        versions={"napari": napari.__version__, "torch": torch.__version__},
+    )
+    viewer.close()
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
