@@ -3,8 +3,10 @@
     python benchmarks/speed.py --sizes 512 2048 --out benchmarks/results/speed-cpu.json
 
 Reports seconds and megapixels per second for (1) one whole-image network forward, (2) tiled
-prediction at default settings, (3) end-to-end ``segment`` (normalise, tiles, decode), with the
-device, thread count and library versions, as JSON. No timing is asserted anywhere.
+prediction at default settings, (3) MONAI's ``sliding_window_inference`` with the same network and
+the same overlap (when MONAI is installed: ``pip install monai``, for the benchmark only), (4)
+end-to-end ``segment`` (normalise, tiles, decode), with peak host memory, the device, thread count
+and library versions, as JSON. No timing is asserted anywhere.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -25,6 +28,15 @@ from napari_loopseg.core.predict import Predictor
 from napari_loopseg.core.synthetic import make_nuclei
 
 
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def _best_of(repeats: int, fn) -> float:
     times = []
     for _ in range(repeats):
@@ -32,6 +44,25 @@ def _best_of(repeats: int, fn) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def _monai_runner(predictor: Predictor, plane: np.ndarray):
+    """MONAI sliding window over the same network, same tile and overlap, same precision."""
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        return None
+    tile = predictor.tile_size
+    overlap = 2 * predictor.halo / tile
+    x = torch.from_numpy(plane)[None, None].to(predictor.device)
+
+    @torch.inference_mode()
+    def run() -> None:
+        dtype = predictor.dtype or torch.float32
+        with torch.autocast(predictor.device.type, dtype=dtype, enabled=predictor.dtype is not None):
+            sliding_window_inference(x, (tile, tile), predictor.batch_size, predictor.net, overlap=overlap)
+
+    return run
 
 
 def run(sizes: list[int], model_name: str, device: str, repeats: int) -> dict:
@@ -48,6 +79,8 @@ def run(sizes: list[int], model_name: str, device: str, repeats: int) -> dict:
         t_tiled = _best_of(repeats, lambda plane=plane: tiled.predict(plane))
         maps = tiled.predict(plane)
         t_decode = _best_of(repeats, lambda maps=maps: decode(maps, model.decode_params))
+        monai = _monai_runner(tiled, plane)
+        t_monai = _best_of(repeats, monai) if monai is not None else None
 
         def end_to_end(image=image) -> None:
             decode(tiled.predict(normalize_plane(image, norm=model.normalization)), model.decode_params)
@@ -59,15 +92,18 @@ def run(sizes: list[int], model_name: str, device: str, repeats: int) -> dict:
             "whole_forward_s": t_whole,
             "tiled_predict_s": t_tiled,
             "decode_s": t_decode,
+            "monai_sliding_window_s": t_monai,
             "end_to_end_s": t_e2e,
             "end_to_end_mpx_per_s": megapixels / t_e2e,
             "tiled_over_whole_throughput": t_whole / t_tiled,
+            "tiled_over_monai_throughput": None if t_monai is None else t_monai / t_tiled,
             "end_to_end_over_tiled_throughput": t_tiled / t_e2e,
         }
         rows.append(row)
+        monai_text = "n/a" if t_monai is None else f"{t_monai:7.2f}s"
         print(
-            f"{size:>6}^2  whole {t_whole:7.2f}s  tiled {t_tiled:7.2f}s  decode {t_decode:6.2f}s  "
-            f"end-to-end {t_e2e:7.2f}s = {row['end_to_end_mpx_per_s']:.2f} Mpx/s"
+            f"{size:>6}^2  whole {t_whole:7.2f}s  tiled {t_tiled:7.2f}s  MONAI {monai_text}  "
+            f"decode {t_decode:6.2f}s  end-to-end {t_e2e:7.2f}s = {row['end_to_end_mpx_per_s']:.2f} Mpx/s"
         )
     return {
         "benchmark": "speed",
@@ -85,6 +121,10 @@ def run(sizes: list[int], model_name: str, device: str, repeats: int) -> dict:
             "python": platform.python_version(),
         },
         "repeats": repeats,
+        "peak_host_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available()
+        else None,
         "results": rows,
     }
 
