@@ -92,7 +92,7 @@ def test_whole_image_mode_and_overlay(widgets, qtbot):
     finetune.set_use(labels, WHOLE_IMAGE)
     assert finetune.table.item(0, 2).text() == "100.0%"
     (pair,) = finetune.collect_pairs()
-    assert pair.reviewed is None and np.array_equal(pair.labels, labels.data)
+    assert pair["reviewed"] is None and np.array_equal(pair["labels"], labels.data)
     labels.paint((10, 10), 5, refresh=True)
     finetune.set_use(labels, "My edits")
     finetune.show_reviewed.setChecked(True)

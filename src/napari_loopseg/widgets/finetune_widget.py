@@ -40,11 +40,18 @@ from .layer_results import labels_shape, put_result, source_image
 from .loss_plot import LossPlot
 from .model_selector import ModelSelector
 from .review_tracking import tracker_for
-from .segment_jobs import LARGE_PLANE, Job, make_job, run_jobs, visible_window
+from .segment_jobs import LARGE_PLANE, Job, current_plane, make_job, run_jobs, visible_window
 from .versions_panel import VersionsPanel
 
 MY_EDITS, WHOLE_IMAGE, VALIDATION = "My edits", "Whole image correct", "Validation"
 PLOT_INTERVAL_S = 0.5
+
+
+def _finetune(pairs: list[dict], base: str, settings: dict):
+    """Worker body: build the training pairs and settings, then run the core generator."""
+    from ..core.finetune import FINETUNE_DEFAULTS, Pair, finetune_iter
+
+    return (yield from finetune_iter([Pair(**p) for p in pairs], base, replace(FINETUNE_DEFAULTS, **settings)))
 
 
 @dataclass
@@ -265,10 +272,12 @@ class FinetuneWidget(QWidget):
                 overlay.data, overlay.visible = mask, True
 
     # fine-tuning ------------------------------------------------------------------------
-    def collect_pairs(self) -> list:
-        """Snapshot every pair on the GUI thread (painting may go on while training runs)."""
-        from ..core.finetune import Pair
+    def collect_pairs(self) -> list[dict]:
+        """Snapshot every pair on the GUI thread (painting may go on while training runs).
 
+        Plain dicts (the keyword arguments of ``core.finetune.Pair``): torch, which that module
+        needs, is first imported in the worker, never on the GUI thread.
+        """
         pairs = []
         for index, row in enumerate(self.rows):
             use = self._use_of(index)
@@ -282,22 +291,27 @@ class FinetuneWidget(QWidget):
                 reviewed = None if use != MY_EDITS else tracker.reviewed(plane)
                 image = np.asarray(row.image.data[plane])
                 labels = np.array(row.labels.data[plane], copy=True)
-                pairs.append(Pair(image, labels, reviewed, bool(row.image.rgb), use == VALIDATION))
+                pairs.append(
+                    {
+                        "image": image,
+                        "labels": labels,
+                        "reviewed": reviewed,
+                        "rgb": bool(row.image.rgb),
+                        "validation": use == VALIDATION,
+                    }
+                )
         return pairs
 
     def _current_plane(self, layer, lead: tuple[int, ...]) -> tuple[int, ...]:
-        from .segment_jobs import current_plane
-
         return current_plane(self.viewer, layer, lead) if lead else ()
 
     def _on_finetune(self) -> None:
         if self.worker is not None or self.segment_worker is not None:
             return
-        from ..core.finetune import FINETUNE_DEFAULTS
-
         try:
             pairs = self.collect_pairs()
-            if not any(not p.validation and p.reviewed_pixels for p in pairs):
+            supervised = [p for p in pairs if not p["validation"]]
+            if not any(p["reviewed"] is None or p["reviewed"].any() for p in supervised):
                 raise InputError(
                     "nothing to learn from yet: paint corrections into a labels layer, "
                     "or mark a pair as 'Whole image correct'"
@@ -305,24 +319,21 @@ class FinetuneWidget(QWidget):
         except InputError as err:
             show_error(f"LoopSeg cannot fine-tune: {err}")
             return
-        config = replace(
-            FINETUNE_DEFAULTS,
-            steps=self.steps.value(),
-            lr=self.lr.value(),
-            batch_size=self.batch.value(),
-            device=self.device.currentText(),
-        )
-        from ..core.finetune import finetune_iter
-
+        settings = {
+            "steps": self.steps.value(),
+            "lr": self.lr.value(),
+            "batch_size": self.batch.value(),
+            "device": self.device.currentText(),
+        }
         self._base = self.models.model_name
         self._pair_images = [row.image for i, row in enumerate(self.rows) if self._use_of(i) != VALIDATION]
-        self.worker = create_worker(finetune_iter, pairs, self._base, config, _start_thread=False)
+        self.worker = create_worker(_finetune, pairs, self._base, settings, _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._on_trained)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.plot.clear()
-        self.progress.setRange(0, config.steps)
+        self.progress.setRange(0, settings["steps"])
         self.progress.setValue(0)
         self.finetune_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
