@@ -23,3 +23,17 @@ def test_segment_widget_docks_from_the_plugin_menu(make_napari_viewer):
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-loopseg", "Segment")
     assert isinstance(widget, SegmentWidget)
+
+
+def test_plugin_modules_do_not_import_torch():
+    """napari imports plugin widgets on the GUI thread: torch (seconds to import) must wait."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import napari_loopseg.widgets.finetune_widget, napari_loopseg.widgets.segment_widget\n"
+        "import napari_loopseg.sample_data\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
