@@ -1,0 +1,140 @@
+"""Accuracy of a model and of the classical baseline on a labelled folder, per modality.
+
+    python benchmarks/accuracy.py --data ../shared/data/dsb2018_train --split val \
+        --out benchmarks/results/accuracy-dsb-val.json
+
+The folder holds ``images/<id>.tif`` and ``labels/<id>.tif``; an optional ``manifest.csv``
+(image_id, kind, split) groups the table by modality and selects a split. The classical baseline
+(what users reach for without deep learning: Gaussian smoothing, Otsu threshold, distance-transform
+seeds, watershed, all from scikit-image) runs in the same pass on the same normalised images.
+Writes JSON and a Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
+from skimage.filters import gaussian, threshold_otsu
+from skimage.segmentation import watershed
+
+from napari_loopseg.core.instances import decode, relabel_sequential
+from napari_loopseg.core.metrics import Counts
+from napari_loopseg.core.models import load_model
+from napari_loopseg.core.normalize import normalize_plane
+from napari_loopseg.core.predict import Predictor
+
+
+def classical(plane: np.ndarray, min_distance: int = 4, min_area: int = 12) -> np.ndarray:
+    """Otsu + seeded watershed on a normalised (foreground bright) plane."""
+    smooth = gaussian(plane, sigma=1.0)
+    mask = smooth > threshold_otsu(smooth)
+    distance = ndi.distance_transform_edt(mask)
+    peaks = peak_local_max(
+        distance, min_distance=min_distance, labels=ndi.label(mask)[0], exclude_border=False
+    )
+    markers = np.zeros(plane.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    labels = watershed(-distance, markers, mask=mask)
+    areas = np.bincount(labels.ravel())
+    labels[(areas < min_area)[labels]] = 0
+    return relabel_sequential(labels)
+
+
+def _entries(data: Path, split: str | None) -> list[tuple[str, str]]:
+    manifest = data / "manifest.csv"
+    if manifest.exists():
+        with open(manifest, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return [
+            (r["image_id"], r.get("kind", "all")) for r in rows if split is None or r.get("split") == split
+        ]
+    return [(p.stem, "all") for p in sorted((data / "images").glob("*.tif"))]
+
+
+def _table(scores: dict) -> str:
+    lines = [
+        "| method | modality | images | objects | AP@0.5 | AP@0.75 | mean AP |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, kinds in scores.items():
+        for kind, s in kinds.items():
+            lines.append(
+                f"| {method} | {kind} | {s['images']} | {s['objects']} | {s['ap50']:.3f} | {s['ap75']:.3f} | {s['map']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018_train"))
+    parser.add_argument("--split", default="val", help="manifest split to score ('' for all)")
+    parser.add_argument("--model", default="nuclei")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (a .md table is written beside it)")
+    args = parser.parse_args()
+
+    model = load_model(args.model)
+    predictor = Predictor(model.net, device=args.device)
+    counts: dict[str, dict[str, Counts]] = {"loopseg": defaultdict(Counts), "classical": defaultdict(Counts)}
+    images: dict[str, int] = defaultdict(int)
+    seconds = {"loopseg": 0.0, "classical": 0.0}
+    for image_id, kind in _entries(args.data, args.split or None):
+        image = tifffile.imread(args.data / "images" / f"{image_id}.tif")
+        truth = tifffile.imread(args.data / "labels" / f"{image_id}.tif")
+        plane = normalize_plane(image, rgb=image.ndim == 3, norm=model.normalization)
+        start = time.perf_counter()
+        ours = decode(predictor.predict(plane), model.decode_params)
+        seconds["loopseg"] += time.perf_counter() - start
+        start = time.perf_counter()
+        baseline = classical(plane)
+        seconds["classical"] += time.perf_counter() - start
+        for method, pred in (("loopseg", ours), ("classical", baseline)):
+            for group in (kind, "all"):
+                counts[method][group].add(truth, pred)
+        images[kind] += 1
+        images["all"] += 1
+    scores = {
+        method: {
+            kind: {
+                **{k: round(v, 4) for k, v in c.summary().items()},
+                "images": images[kind],
+                "objects": c.tp[0.5] + c.fn[0.5],
+            }
+            for kind, c in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0]))
+        }
+        for method, groups in counts.items()
+    }
+    result = {
+        "benchmark": "accuracy",
+        "data": str(args.data),
+        "split": args.split,
+        "model": model.name,
+        "scores": scores,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "device": str(predictor.device),
+        "machine": platform.platform(),
+        "versions": {"torch": torch.__version__, "numpy": np.__version__},
+    }
+    table = _table(scores)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
