@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--base", default="nuclei", help="model name or .safetensors file")
     parser.add_argument("--steps", type=int, default=None, help="default: the fine-tuning default")
     parser.add_argument("--edits", type=int, default=10, help="objects corrected in the edits experiment")
+    parser.add_argument("--edit-steps", type=int, default=None, help="steps for the edits experiment")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -67,9 +68,9 @@ def main() -> None:
     test_pairs = [Pair(image, labels) for image, labels in test]
     result: dict = {"benchmark": "finetune_usiigaci", "base": base.name, "steps": config.steps}
 
-    def run(pairs, name):
+    def run(pairs, name, steps=None):
         start = time.perf_counter()
-        gen = finetune_iter(pairs, base, config, name=name)
+        gen = finetune_iter(pairs, base, replace(config, steps=steps or config.steps), name=name)
         while True:
             try:
                 progress = next(gen)
@@ -96,7 +97,7 @@ def main() -> None:
         corrected[cell] = predicted.max() + offset
         touched |= cell
     reviewed = reviewed_from_edits(corrected, touched)
-    edits_model, edit_seconds = run([Pair(image, corrected, reviewed)], "usiigaci-edits")
+    edits_model, edit_seconds = run([Pair(image, corrected, reviewed)], "usiigaci-edits", args.edit_steps)
     similar_image, similar_truth = train[1]
     missed_before = len(_missed(similar_truth, segment(similar_image, model=base, device=args.device)))
     after_labels = segment(similar_image, model=edits_model, device=args.device)
@@ -107,6 +108,7 @@ def main() -> None:
         "edited_objects": len(missed),
         "reviewed_fraction": round(float(reviewed.mean()), 4),
         "seconds": round(edit_seconds, 1),
+        "steps": args.edit_steps or config.steps,
         "set02_true_objects": int(len(np.unique(similar_truth)) - 1),
         "set02_missed_before": missed_before,
         "set02_missed_after": missed_after,
