@@ -235,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
     ft.set_defaults(func=_finetune)
 
+    from .core import bench
+
+    be = sub.add_parser("bench", help="speed benchmark on synthetic images (JSON with device and versions)")
+    bench.add_arguments(be)
+    be.set_defaults(func=bench.main)
+
     mod = sub.add_parser("models", help="list bundled and user models")
     mod.set_defaults(func=_models)
     return parser

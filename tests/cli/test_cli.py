@@ -172,3 +172,32 @@ def test_finetune_mismatched_inputs(tiny_model, images, tmp_path, capsys):
         == 1
     )
     assert "do not match" in capsys.readouterr().err
+
+
+def test_bench_smoke_size_writes_json(tiny_model, tmp_path):
+    """The speed benchmark runs end to end at a smoke size (figures are not asserted)."""
+    import json
+
+    out = tmp_path / "speed.json"
+    assert (
+        main(
+            [
+                "bench",
+                "--sizes",
+                "64",
+                "--model",
+                "tiny",
+                "--repeats",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    (row,) = result["results"]
+    assert row["size"] == 64 and row["end_to_end_s"] > 0
+    assert result["device"] == "cpu" and result["versions"]["torch"]

@@ -51,7 +51,9 @@ def _finetune(pairs: list[dict], base: str, settings: dict):
     """Worker body: build the training pairs and settings, then run the core generator."""
     from ..core.finetune import FINETUNE_DEFAULTS, Pair, finetune_iter
 
-    return (yield from finetune_iter([Pair(**p) for p in pairs], base, replace(FINETUNE_DEFAULTS, **settings)))
+    return (
+        yield from finetune_iter([Pair(**p) for p in pairs], base, replace(FINETUNE_DEFAULTS, **settings))
+    )
 
 
 @dataclass

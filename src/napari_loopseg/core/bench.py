@@ -1,0 +1,161 @@
+"""Segmentation speed on synthetic grey uint16 nuclei images: network only vs end to end.
+
+    loopseg bench --sizes 512 2048 --out benchmarks/results/speed-cpu.json
+    (or: python benchmarks/speed.py ...)
+
+Reports seconds and megapixels per second for (1) one whole-image network forward, (2) tiled
+prediction at default settings, (3) MONAI's ``sliding_window_inference`` with the same network and
+the same overlap (when MONAI is installed: ``pip install monai``, for the benchmark only), (4)
+end-to-end ``segment`` (normalise, tiles, decode), with peak host memory, the device, thread count
+and library versions, as JSON. No timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+# torch and the predictor load in run(): the command line builds its parser from this module
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _peak_host_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _monai_runner(predictor, plane: np.ndarray):
+    """MONAI sliding window over the same network, same tile and overlap, same precision."""
+    import torch
+
+    try:
+        from monai.inferers import sliding_window_inference
+    except ImportError:
+        return None
+    tile = predictor.tile_size
+    overlap = 2 * predictor.halo / tile
+    x = torch.from_numpy(plane)[None, None].to(predictor.device)
+
+    @torch.inference_mode()
+    def run() -> None:
+        dtype = predictor.dtype or torch.float32
+        with torch.autocast(predictor.device.type, dtype=dtype, enabled=predictor.dtype is not None):
+            sliding_window_inference(x, (tile, tile), predictor.batch_size, predictor.net, overlap=overlap)
+
+    return run
+
+
+def run(sizes: list[int], model_name: str, device: str, repeats: int) -> dict:
+    import torch
+
+    from .instances import decode
+    from .models import load_model
+    from .normalize import normalize_plane
+    from .predict import Predictor
+    from .synthetic import make_nuclei
+
+    model = load_model(model_name)
+    tiled = Predictor(model.net, device=device)
+    whole = Predictor(model.net, device=device, tile_size=10**6)
+    rows = []
+    for size in sizes:
+        image, _ = make_nuclei((size, size), seed=size)
+        plane = normalize_plane(image, norm=model.normalization)
+        tiled.predict(plane[:256, :256])  # warm-up: kernels, allocator
+        megapixels = size * size / 1e6
+        t_whole = _best_of(repeats, lambda plane=plane: whole.predict(plane))
+        t_tiled = _best_of(repeats, lambda plane=plane: tiled.predict(plane))
+        maps = tiled.predict(plane)
+        t_decode = _best_of(repeats, lambda maps=maps: decode(maps, model.decode_params))
+        monai = _monai_runner(tiled, plane)
+        t_monai = _best_of(repeats, monai) if monai is not None else None
+
+        def end_to_end(image=image) -> None:
+            decode(tiled.predict(normalize_plane(image, norm=model.normalization)), model.decode_params)
+
+        t_e2e = _best_of(repeats, end_to_end)
+        row = {
+            "size": size,
+            "megapixels": megapixels,
+            "whole_forward_s": t_whole,
+            "tiled_predict_s": t_tiled,
+            "decode_s": t_decode,
+            "monai_sliding_window_s": t_monai,
+            "end_to_end_s": t_e2e,
+            "end_to_end_mpx_per_s": megapixels / t_e2e,
+            "tiled_over_whole_throughput": t_whole / t_tiled,
+            "tiled_over_monai_throughput": None if t_monai is None else t_monai / t_tiled,
+            "end_to_end_over_tiled_throughput": t_tiled / t_e2e,
+        }
+        rows.append(row)
+        monai_text = "n/a" if t_monai is None else f"{t_monai:7.2f}s"
+        print(
+            f"{size:>6}^2  whole {t_whole:7.2f}s  tiled {t_tiled:7.2f}s  MONAI {monai_text}  "
+            f"decode {t_decode:6.2f}s  end-to-end {t_e2e:7.2f}s = {row['end_to_end_mpx_per_s']:.2f} Mpx/s"
+        )
+    return {
+        "benchmark": "speed",
+        "model": model.name,
+        "device": str(tiled.device),
+        "precision": str(tiled.dtype or torch.float32),
+        "tile_size": tiled.tile_size,
+        "halo": tiled.halo,
+        "threads": torch.get_num_threads(),
+        "machine": {"cpu": platform.processor() or platform.machine(), "system": platform.platform()},
+        "gpu": torch.cuda.get_device_name() if tiled.device.type == "cuda" else None,
+        "versions": {
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "repeats": repeats,
+        "peak_host_memory_mb": _peak_host_mb(),
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20
+        if torch.cuda.is_available()
+        else None,
+        "results": rows,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], metavar="N", help="image sides")
+    parser.add_argument("--model", default="nuclei")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
+
+
+def main(args: argparse.Namespace) -> int:
+    result = run(args.sizes, args.model, args.device, args.repeats)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    else:
+        print(text)
+    return 0
