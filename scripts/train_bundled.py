@@ -2,7 +2,8 @@
 
     python scripts/train_bundled.py --data ../shared/data/dsb2018_train --run runs/bundled
 
-Checkpoints go to the run folder after each validation; re-running the same command resumes.
+Checkpoints go to the run folder after each validation; re-running the same command resumes
+(once all steps are done, re-running only re-tunes the thresholds and rewrites the model).
 The checkpoint with the best validation AP@0.5 (split == val) is kept, decode thresholds are
 tuned on the val split, and the result is written with its model card to the package.
 """
@@ -58,10 +59,11 @@ def score(maps: list[np.ndarray], samples: list[Sample], params: DecodeParams) -
 def tune_decode(maps: list[np.ndarray], samples: list[Sample]) -> tuple[DecodeParams, dict]:
     """Grid search of decode thresholds on the val split, maximising AP@0.5 + mean AP."""
     best, best_scores = DecodeParams(), None
-    for fg, seed in itertools.product((0.4, 0.5, 0.6), (0.2, 0.3, 0.4, 0.5, 0.6)):
-        params = DecodeParams(foreground=fg, seed=seed)
+    grid = itertools.product((0.4, 0.5, 0.6), (0.2, 0.3, 0.4, 0.5, 0.6), (6, 12, 24))
+    for fg, seed, min_area in grid:
+        params = DecodeParams(foreground=fg, seed=seed, min_area=min_area)
         scores = score(maps, samples, params)
-        log.info("decode fg=%.2f seed=%.2f -> %s", fg, seed, scores)
+        log.info("decode fg=%.2f seed=%.2f min_area=%d -> %s", fg, seed, min_area, scores)
         if best_scores is None or scores["ap50"] + scores["map"] > best_scores["ap50"] + best_scores["map"]:
             best, best_scores = params, scores
     return best, best_scores
