@@ -59,7 +59,7 @@ def score(maps: list[np.ndarray], samples: list[Sample], params: DecodeParams) -
 def tune_decode(maps: list[np.ndarray], samples: list[Sample]) -> tuple[DecodeParams, dict]:
     """Grid search of decode thresholds on the val split, maximising AP@0.5 + mean AP."""
     best, best_scores = DecodeParams(), None
-    grid = itertools.product((0.4, 0.5, 0.6), (0.2, 0.3, 0.4, 0.5, 0.6), (6, 12, 24))
+    grid = itertools.product((0.3, 0.4, 0.5, 0.6), (0.1, 0.15, 0.2, 0.3, 0.4, 0.5), (6, 12, 24))
     for fg, seed, min_area in grid:
         params = DecodeParams(foreground=fg, seed=seed, min_area=min_area)
         scores = score(maps, samples, params)
@@ -125,9 +125,11 @@ def main() -> None:
     def validate(model: UNet) -> dict:
         return score(predict_maps(model, val), val, DecodeParams())
 
+    trained_before = float(resume.get("seconds", 0.0)) if resume else 0.0
+
     def checkpoint(state: dict) -> None:
-        state = {**state, "rng": json.dumps(state["rng"])}
-        torch.save(state, state_file)
+        seconds = trained_before + time.perf_counter() - started
+        torch.save({**state, "rng": json.dumps(state["rng"]), "seconds": seconds}, state_file)
 
     started = time.perf_counter()
     gen = train_iter(net, train, config, validate=validate, checkpoint=checkpoint, resume=resume)
@@ -150,7 +152,7 @@ def main() -> None:
                     torch.save(best, best_file)
     except StopIteration:
         pass
-    seconds = time.perf_counter() - started
+    seconds = trained_before + time.perf_counter() - started
 
     net.load_state_dict(best["model"])
     net.eval()
@@ -174,7 +176,7 @@ def main() -> None:
             "scale_range": list(config.scale_range),
             "seed": args.seed,
             "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
-            "seconds_this_run": round(seconds),
+            "training_seconds": round(seconds),
             "script": "scripts/train_bundled.py",
         },
         metrics={"dsb2018_val": {**{k: round(v, 4) for k, v in scores.items()}, "images": len(val)}},

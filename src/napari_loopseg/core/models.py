@@ -182,6 +182,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; model files are meant to be read and shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
