@@ -154,7 +154,8 @@ def main() -> None:
         pass
     seconds = trained_before + time.perf_counter() - started
 
-    net.load_state_dict(best["model"])
+    # score exactly what ships: the weights rounded to half precision, as saved
+    net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in best["model"].items()})
     net.eval()
     maps = predict_maps(net, val)
     params, scores = tune_decode(maps, val)
