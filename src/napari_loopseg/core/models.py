@@ -106,6 +106,11 @@ def make_card(
     }
 
 
+def read_card(path: Path) -> dict:
+    """The model card from a file's header, without reading the weights (fast, for listings)."""
+    return _read_card(Path(path))
+
+
 def _read_card(path: Path) -> dict:
     from safetensors import SafetensorError, safe_open
 

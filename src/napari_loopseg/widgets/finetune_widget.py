@@ -40,7 +40,7 @@ from .layer_results import labels_shape, put_result, source_image
 from .loss_plot import LossPlot
 from .model_selector import ModelSelector
 from .review_tracking import tracker_for
-from .segment_jobs import LARGE_PLANE, Job, current_plane, make_job, run_jobs, visible_window
+from .segment_jobs import LARGE_PLANE, Job, current_plane, make_job, run_jobs, visible_window, warm_up
 from .versions_panel import VersionsPanel
 
 MY_EDITS, WHOLE_IMAGE, VALIDATION = "My edits", "Whole image correct", "Validation"
@@ -113,6 +113,8 @@ class FinetuneWidget(QWidget):
         self._refresh_choices()
         for layer in self.viewer.layers:
             self._auto_add(layer)
+        self._warm_up = create_worker(warm_up, _start_thread=False)
+        self._warm_up.start()
 
     def _layout_widgets(self) -> None:
         pick = QHBoxLayout()

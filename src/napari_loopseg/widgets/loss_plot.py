@@ -1,4 +1,8 @@
-"""A live training-loss curve (matplotlib on a Qt canvas, whichever Qt binding napari uses)."""
+"""A live training-loss curve (matplotlib on a Qt canvas, whichever Qt binding napari uses).
+
+Lines are created once and only their data change: clearing and re-plotting the axes on every
+update cost tens of milliseconds of GUI time per redraw.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,26 @@ from matplotlib.figure import Figure
 
 
 class LossPlot(FigureCanvasQTAgg):
-    """Loss per step, validation AP on a second axis when there is held-out data."""
+    """Loss per step, validation AP@0.5 on a second axis when there is held-out data."""
 
     def __init__(self) -> None:
         figure = Figure(figsize=(3.2, 1.8), tight_layout=True)
         super().__init__(figure)
         self.axes = figure.add_subplot()
+        self.axes.set_xlabel("step", fontsize=8)
+        self.axes.set_ylabel("loss", fontsize=8)
+        self.axes.tick_params(labelsize=7)
+        self.val_axes = self.axes.twinx()
+        self.val_axes.set_ylim(0, 1)
+        self.val_axes.set_ylabel("val AP@0.5", fontsize=8)
+        self.val_axes.tick_params(labelsize=7)
+        (self.loss_line,) = self.axes.plot([], [], lw=1, color="tab:blue")
+        (self.val_line,) = self.val_axes.plot([], [], "o-", ms=3, color="tab:orange")
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.val_steps: list[int] = []
         self.val_scores: list[float] = []
         self.setMinimumHeight(140)
-        self.redraw()
 
     def clear(self) -> None:
         for series in (self.steps, self.losses, self.val_steps, self.val_scores):
@@ -34,15 +46,8 @@ class LossPlot(FigureCanvasQTAgg):
 
     def redraw(self) -> None:
         """Redraw now; callers throttle this to a few times per second."""
-        self.axes.clear()
-        self.axes.set_xlabel("step", fontsize=8)
-        self.axes.set_ylabel("loss", fontsize=8)
-        self.axes.tick_params(labelsize=7)
-        if self.steps:
-            self.axes.plot(self.steps, self.losses, lw=1, color="tab:blue", label="loss")
-        if self.val_steps:
-            self.axes.plot(
-                self.val_steps, self.val_scores, "o-", ms=3, color="tab:orange", label="val AP@0.5"
-            )
-            self.axes.legend(fontsize=7)
+        self.loss_line.set_data(self.steps, self.losses)
+        self.val_line.set_data(self.val_steps, self.val_scores)
+        self.axes.relim()
+        self.axes.autoscale_view()
         self.draw_idle()

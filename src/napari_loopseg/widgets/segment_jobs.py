@@ -86,3 +86,15 @@ def run_jobs(jobs: list[Job], model_name: str, options: dict) -> Generator[tuple
                 yield ("result", index, stop.value)
                 break
             yield ("progress", index, progress)
+
+
+def warm_up() -> None:
+    """Worker body run when a widget opens: import torch and the compute modules off the GUI
+    thread, including ``torch._dynamo``, which torch's optimisers import on their first step
+    (with sympy: hundreds of modules, whose garbage collection stalled the GUI for ~250 ms)."""
+    from ..core import finetune, segment  # noqa: F401
+
+    try:
+        import torch._dynamo  # noqa: F401
+    except ImportError:  # builds without dynamo: nothing to warm up
+        pass

@@ -29,7 +29,7 @@ from ..core.normalize import InputError
 from .active_model import active_model
 from .layer_results import put_result
 from .model_selector import ModelSelector
-from .segment_jobs import Job, make_job, run_jobs
+from .segment_jobs import Job, make_job, run_jobs, warm_up
 
 ALL_PLANES, CURRENT_PLANE = "All planes", "Current plane only"
 
@@ -93,6 +93,8 @@ class SegmentWidget(QWidget):
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._on_layers_changed)
         self._on_layers_changed()
+        self._warm_up = create_worker(warm_up, _start_thread=False)
+        self._warm_up.start()
 
     # layer list -------------------------------------------------------------------------
     def _image_layers(self) -> list[Image]:

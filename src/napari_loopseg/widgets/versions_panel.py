@@ -23,8 +23,8 @@ from ..core.models import (
     delete_model,
     export_model,
     import_model,
-    load_path,
     model_paths,
+    read_card,
     rename_model,
 )
 from .active_model import ActiveModel
@@ -62,7 +62,7 @@ class VersionsPanel(QWidget):
         for name, path in model_paths().items():
             bundled = path.parent == bundled_dir()
             try:
-                card = {} if bundled else load_path(path).card
+                card = {} if bundled else read_card(path)
             except ModelError:
                 continue
             label = f"{name} (bundled)" if bundled else name
@@ -103,7 +103,7 @@ class VersionsPanel(QWidget):
 
     def import_file(self, path: str) -> None:
         try:
-            name = load_path(import_model(path)).name
+            name = read_card(import_model(path))["name"]
         except ModelError as err:
             show_error(f"LoopSeg cannot import the model: {err}")
             return
