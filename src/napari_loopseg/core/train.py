@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage as ndi
 
 from .predict import autocast_dtype, resolve_device
 from .targets import make_targets, make_weights
@@ -162,17 +161,31 @@ def _resize(image: np.ndarray, labels: np.ndarray, valid: np.ndarray, size: int)
 
 def _elastic(image, labels, valid, strength: float, rng: np.random.Generator):
     """Smooth random deformation (Simard et al. 2003): displacements on a coarse 5x5 grid,
-    interpolated to full size; labels and masks follow with nearest-neighbour sampling."""
-    size = image.shape
-    coarse = torch.from_numpy(rng.normal(0, strength, (1, 2, 5, 5)).astype(np.float32))
-    shift = F.interpolate(coarse, size=size, mode="bicubic", align_corners=True)[0].numpy()
-    yy, xx = np.meshgrid(np.arange(size[0]), np.arange(size[1]), indexing="ij")
-    coords = np.stack([yy + shift[0], xx + shift[1]])
+    interpolated to full size; labels and masks follow with nearest-neighbour sampling.
 
-    def warp(array: np.ndarray, order: int) -> np.ndarray:
-        return ndi.map_coordinates(array, coords, order=order, mode="reflect")
+    torch's grid_sample releases the GIL (scipy's map_coordinates held it for tens of
+    milliseconds per crop, which stalled napari's GUI thread during fine-tuning).
+    """
+    height, width = image.shape
+    coarse = torch.from_numpy(rng.normal(0, strength, (1, 2, 5, 5)))
+    shift = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)[0]
+    yy, xx = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
+    grid = torch.stack(  # grid_sample wants (x, y) in [-1, 1]
+        [2 * (xx + shift[1]) / max(width - 1, 1) - 1, 2 * (yy + shift[0]) / max(height - 1, 1) - 1], dim=-1
+    )[None]
 
-    return warp(image, 1), warp(labels, 0), warp(valid, 0)
+    def warp(array: np.ndarray, mode: str) -> np.ndarray:
+        source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))[None, None]
+        out = F.grid_sample(source, grid, mode=mode, padding_mode="reflection", align_corners=True)
+        return out[0, 0].numpy()
+
+    return (
+        warp(image, "bilinear").astype(np.float32),
+        warp(labels, "nearest").astype(np.int64),
+        warp(valid, "nearest").astype(np.float32),
+    )
 
 
 def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
