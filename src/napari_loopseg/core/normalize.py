@@ -67,28 +67,44 @@ def to_grey(plane: np.ndarray, rgb: bool) -> np.ndarray:
     return plane.astype(np.float32, copy=False)
 
 
-def normalize_plane(
-    plane: np.ndarray, rgb: bool = False, norm: Normalization = Normalization()
-) -> np.ndarray:
-    """Percentile-normalise one plane to float32 (H, W), foreground bright.
+@dataclass(frozen=True)
+class IntensityMap:
+    """The linear map (and flip) that normalises one image; computed once, applied to any part."""
+
+    low: float
+    scale: float
+    invert: bool
+
+    def apply(self, grey: np.ndarray) -> np.ndarray:
+        out = np.nan_to_num(grey, nan=self.low, posinf=self.low + self.scale, neginf=self.low) - self.low
+        out = (out / self.scale).astype(np.float32, copy=False)
+        return 1.0 - out if self.invert else out
+
+
+def intensity_map(grey: np.ndarray, norm: Normalization = Normalization()) -> IntensityMap:
+    """Percentiles of ``grey`` (a whole plane, or a strided sample of a huge one).
 
     ``invert="auto"`` flips images whose background is bright (brightfield, H&E stains), judged
     by where the median (the background in sparse images) lies between the percentiles.
     """
-    grey = to_grey(plane, rgb)
-    if min(grey.shape) < 1:
-        raise InputError(f"image is empty: shape {grey.shape}")
-    sample = _sample(grey)
+    sample = np.asarray(_sample(grey), dtype=np.float32)  # strided first: a dask array loads only the sample
     finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         raise InputError("image has no finite pixel values")
     lo, hi = np.percentile(finite, [norm.low, norm.high])
     scale = float(hi - lo) if hi > lo else 1.0
-    out = (np.nan_to_num(grey, nan=lo, posinf=hi, neginf=lo) - lo) / scale
-    out = out.astype(np.float32, copy=False)
-    if norm.invert == "yes" or (norm.invert == "auto" and np.median(finite) > lo + 0.5 * scale):
-        out = 1.0 - out
-    return out
+    invert = norm.invert == "yes" or (norm.invert == "auto" and np.median(finite) > lo + 0.5 * scale)
+    return IntensityMap(float(lo), scale, bool(invert))
+
+
+def normalize_plane(
+    plane: np.ndarray, rgb: bool = False, norm: Normalization = Normalization()
+) -> np.ndarray:
+    """Percentile-normalise one plane to float32 (H, W), foreground bright."""
+    grey = to_grey(plane, rgb)
+    if min(grey.shape) < 1:
+        raise InputError(f"image is empty: shape {grey.shape}")
+    return intensity_map(grey, norm).apply(grey)
 
 
 @dataclass(frozen=True)
