@@ -24,12 +24,15 @@ def _segment(args: argparse.Namespace) -> int:
     from .core.predict import DeviceError
     from .core.progress import drive
     from .core.segment import SegmentOptions, segment_iter
+    from .core.zarr_io import is_zarr
 
     try:
         model = load_model(args.model)
     except ModelError as err:
         _error(str(err))
         return EXIT_USAGE
+    if any(is_zarr(p) for p in args.paths):
+        return _segment_zarr(args, model)
     args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
     bar = tqdm(
@@ -65,6 +68,62 @@ def _segment(args: argparse.Namespace) -> int:
     bar.close()
     ok = len(args.paths) - failed
     print(f"segmented {ok} of {len(args.paths)} image(s) into {args.out}", file=sys.stderr)
+    return EXIT_FAILED if failed else 0
+
+
+def _segment_zarr(args: argparse.Namespace, model) -> int:
+    """Zarr / OME-Zarr images larger than memory: block by block on dask (threads or a cluster)."""
+    from contextlib import ExitStack
+
+    from .core.bigdata import segment_large
+    from .core.normalize import InputError
+    from .core.predict import DeviceError
+    from .core.zarr_io import create_labels, is_zarr, open_image
+
+    if not all(is_zarr(p) for p in args.paths):
+        _error("segment zarr stores on their own, not mixed with other files")
+        return EXIT_USAGE
+    failed = 0
+    with ExitStack() as stack:
+        scheduler = "threads"
+        if args.scheduler or args.workers:
+            try:
+                import distributed
+            except ImportError:
+                _error(
+                    "--scheduler and --workers need dask.distributed: pip install 'napari-loopseg[cluster]'"
+                )
+                return EXIT_USAGE
+            logging.getLogger("distributed").setLevel(logging.ERROR)  # shutdown chatter is not news
+            if args.scheduler:
+                scheduler = stack.enter_context(distributed.Client(args.scheduler))
+            else:
+                cluster = stack.enter_context(
+                    distributed.LocalCluster(
+                        n_workers=args.workers, threads_per_worker=1, dashboard_address=None
+                    )
+                )
+                scheduler = stack.enter_context(distributed.Client(cluster))
+        for path in args.paths:
+            destination = (
+                args.out if args.out.suffix == ".zarr" and len(args.paths) == 1 else args.out / path.name
+            )
+            try:
+                image, meta = open_image(path)
+                labels = create_labels(destination, image.shape, args.block_size, meta)
+                segment_large(
+                    image,
+                    model=str(model.path or model.name),
+                    block_size=args.block_size,
+                    scheduler=scheduler,
+                    out=labels,
+                    device=args.device,
+                    tile_size=args.tile_size,
+                )
+                print(f"segmented {path} into {destination}", file=sys.stderr)
+            except (InputError, DeviceError, OSError) as err:
+                failed += 1
+                _error(str(err))
     return EXIT_FAILED if failed else 0
 
 
@@ -203,6 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--channel", type=int, default=0, metavar="C", help="channel to segment (with --channel-axis)"
     )
+    seg.add_argument(
+        "--block-size",
+        type=int,
+        default=2048,
+        metavar="N",
+        help="zarr inputs: block side for dask (default 2048)",
+    )
+    where = seg.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS", help="zarr inputs: a dask.distributed scheduler"
+    )
+    where.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="zarr inputs: start a local cluster"
+    )
     seg.set_defaults(func=_segment)
 
     ev = sub.add_parser("evaluate", help="AP of predicted labels against ground truth (matched by file name)")
@@ -251,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="loopseg: %(message)s"
     )
-    for name in ("tile_size", "batch_size", "overlap", "steps"):
+    for name in ("tile_size", "batch_size", "overlap", "steps", "block_size", "workers"):
         value = getattr(args, name, None)
         if value is not None and value < (0 if name == "overlap" else 1):
             _error(f"--{name.replace('_', '-')} must be positive, got {value}")

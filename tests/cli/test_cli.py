@@ -201,3 +201,58 @@ def test_bench_smoke_size_writes_json(tiny_model, tmp_path):
     (row,) = result["results"]
     assert row["size"] == 64 and row["end_to_end_s"] > 0
     assert result["device"] == "cpu" and result["versions"]["torch"]
+
+
+def test_zarr_and_ome_zarr_block_by_block(tiny_model, tmp_path, capsys):
+    """Large-image path: zarr in, zarr out; OME-Zarr keeps its spatial metadata; same objects."""
+    import zarr
+
+    from napari_loopseg.core.metrics import Counts
+    from napari_loopseg.core.segment import segment
+
+    image, _ = make_nuclei((300, 280), seed=12)
+    plain = zarr.open_array(
+        str(tmp_path / "big.zarr"), mode="w", shape=image.shape, chunks=(100, 100), dtype="uint16"
+    )
+    plain[:] = image
+    ome = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w")
+    axes = [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    scale = [{"type": "scale", "scale": [1, 0.5, 0.5]}]
+    ome.attrs["multiscales"] = [
+        {"version": "0.4", "axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}
+    ]
+    ome.create_array("0", shape=(1, *image.shape), chunks=(1, 100, 100), dtype="uint16")[:] = image[None]
+    reference = segment(image, model=tiny_model)
+    common = ["--model", "tiny", "--block-size", "96", "--device", "cpu"]
+    assert (
+        main(["segment", str(tmp_path / "big.zarr"), "--out", str(tmp_path / "big_labels.zarr"), *common])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "ome.zarr"),
+                "--out",
+                str(tmp_path / "ome_labels.zarr"),
+                *common,
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    out_ome = zarr.open_group(str(tmp_path / "ome_labels.zarr"), mode="r")
+    meta = dict(out_ome.attrs)["multiscales"][0]
+    assert [a["name"] for a in meta["axes"]] == ["y", "x"]
+    assert meta["datasets"][0]["coordinateTransformations"][0]["scale"] == [0.5, 0.5]
+    for labels in (zarr.open_array(str(tmp_path / "big_labels.zarr"), mode="r")[:], out_ome["0"][:]):
+        counts = Counts()
+        counts.add(reference, labels)
+        assert labels.shape == image.shape and reference.max() > 10 and counts.ap(0.9) >= 0.99
+    # an existing output is never overwritten
+    assert (
+        main(["segment", str(tmp_path / "big.zarr"), "--out", str(tmp_path / "big_labels.zarr"), *common])
+        == 1
+    )
+    assert "already exists" in capsys.readouterr().err
