@@ -131,9 +131,60 @@ def _border_strip(shared: tuple[slice, slice], step: tuple[int, int], link: int)
     return tuple(strip)
 
 
-def link_blocks(blocks: list[Block], labels: list[np.ndarray], link: int) -> list[np.ndarray]:
-    """Unify ids across blocks; returns each block's core with global, consecutive ids."""
-    offsets = np.cumsum([0] + [int(lab.max()) for lab in labels])
+@dataclass
+class BlockResult:
+    """What a block sends back: its id count, the labels in its border ring (for linking), and
+    its core's labels only when the output is in the client's memory (otherwise written there)."""
+
+    count: int
+    ring: list[tuple[tuple[slice, slice], np.ndarray]]
+    in_core: np.ndarray
+    core: np.ndarray | None
+
+
+def _ring(block: Block, link: int) -> list[tuple[slice, slice]]:
+    """Four rectangles of the link region within ``link // 2`` of the core edge or outside it."""
+    (ly, lx), (cy, cx), half = block.link, block.core, link // 2
+    return [
+        (slice(ly.start, min(ly.stop, cy.start + half)), lx),
+        (slice(max(ly.start, cy.stop - half), ly.stop), lx),
+        (ly, slice(lx.start, min(lx.stop, cx.start + half))),
+        (ly, slice(max(lx.start, cx.stop - half), lx.stop)),
+    ]
+
+
+def run_block(
+    source, block: Block, model_name: str, stats, rgb: bool, options: dict, link: int, out
+) -> BlockResult:
+    """Stage 1 on a worker: segment, keep the ring, write local ids to ``out`` if it is on disk."""
+    labels = segment_block(source, block, model_name, stats, rgb, options)
+    ring = [(r, labels[_local(r, block.link)].copy()) for r in _ring(block, link)]
+    core = labels[_local(block.core, block.link)]
+    in_core = np.flatnonzero(np.bincount(core.ravel(), minlength=1))
+    if out is not None:
+        out[block.core] = core.astype(np.uint32)
+        core = None
+    return BlockResult(int(labels.max()), ring, in_core[in_core > 0], core)
+
+
+def relabel_block(out, block: Block, lut: np.ndarray) -> None:
+    """Stage 2 on a worker: local ids in ``out`` -> global ids."""
+    out[block.core] = lut[np.asarray(out[block.core])]
+
+
+def _from_ring(ring, region: tuple[slice, slice]) -> np.ndarray:
+    """Assemble a block's labels over ``region`` (inside its ring) from the ring rectangles."""
+    result = np.zeros([s.stop - s.start for s in region], np.int32)
+    for slices, values in ring:
+        inter = tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(slices, region))
+        if all(i.start < i.stop for i in inter):
+            result[_local(inter, region)] = values[_local(inter, slices)]
+    return result
+
+
+def link_blocks(blocks: list[Block], results: list[BlockResult], link: int) -> list[np.ndarray]:
+    """Unify ids across blocks; returns per block a table: local id -> global consecutive id."""
+    offsets = np.cumsum([0] + [r.count for r in results])
     union = _UnionFind(int(offsets[-1]) + 1)
     by_index = {b.index: k for k, b in enumerate(blocks)}
     for k, block in enumerate(blocks):
@@ -148,20 +199,19 @@ def link_blocks(blocks: list[Block], labels: list[np.ndarray], link: int) -> lis
             shared = _border_strip(shared, (dy, dx), link)
             if any(s.start >= s.stop for s in shared):
                 continue
-            a = labels[k][_local(shared, block.link)]
-            b = labels[other][_local(shared, blocks[other].link)]
+            a, b = _from_ring(results[k].ring, shared), _from_ring(results[other].ring, shared)
             for i, j in _link_pairs(a, b):
                 union.union(offsets[k] + i, offsets[other] + j)
     roots = np.array([union.find(i) for i in range(len(union.parent))])
-    cores = []
-    for k, block in enumerate(blocks):
-        local = labels[k][_local(block.core, block.link)]
-        cores.append(np.where(local > 0, roots[local + offsets[k]], 0))
-    present = np.unique(np.concatenate([np.unique(c) for c in cores]))
-    present = present[present > 0]
-    lut = np.zeros(int(offsets[-1]) + 1, np.uint32)
-    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint32)
-    return [lut[c] for c in cores]
+    shown = np.unique(np.concatenate([roots[offsets[k] + r.in_core] for k, r in enumerate(results)] + [[0]]))
+    final = np.zeros(len(roots), np.uint32)  # roots that appear in some core -> 1..n
+    final[shown[shown > 0]] = np.arange(1, int((shown > 0).sum()) + 1, dtype=np.uint32)
+    tables = []
+    for k, r in enumerate(results):
+        table = final[roots[offsets[k] + np.arange(r.count + 1)]]
+        table[0] = 0  # background stays background
+        tables.append(table)
+    return tables
 
 
 def segment_large(
@@ -176,8 +226,10 @@ def segment_large(
 ):
     """Segment a 2D numpy, dask or zarr image block by block; returns (or fills ``out``) labels.
 
-    ``scheduler`` is anything ``dask.compute`` accepts ("threads", "processes", "sync") or a
-    ``dask.distributed.Client``. ``options`` go to the Predictor (device, tile_size, ...).
+    With a zarr ``out``, workers write their blocks there and send back only the border rings,
+    so memory is bounded by block size and worker count, not image size. ``scheduler`` is
+    anything ``dask.compute`` accepts ("threads", "sync") or a ``dask.distributed.Client``.
+    ``options`` go to the Predictor (device, tile_size, ...).
     """
     import dask
 
@@ -191,16 +243,25 @@ def segment_large(
     norm = Normalization.from_dict(loaded.card.get("normalization", {}))
     stats = intensity_map(to_grey(_strided(image, rgb), rgb), norm)
     blocks = plan_blocks(shape, round_up(block_size, loaded.net.multiple), link, halo)
-    tasks = [dask.delayed(segment_block)(image, b, name, stats, rgb, options) for b in blocks]
-    if scheduler is not None and hasattr(scheduler, "compute"):  # a distributed Client
-        labels = scheduler.gather(scheduler.compute(tasks))
-    else:
-        labels = list(dask.compute(*tasks, scheduler=scheduler))
-    cores = link_blocks(blocks, labels, link)
+    on_disk = out is not None and not isinstance(out, np.ndarray)
+
+    def compute(tasks):
+        if scheduler is not None and hasattr(scheduler, "compute"):  # a distributed Client
+            return scheduler.gather(scheduler.compute(tasks))
+        return list(dask.compute(*tasks, scheduler=scheduler))
+
+    target = out if on_disk else None
+    results = compute(
+        [dask.delayed(run_block)(image, b, name, stats, rgb, options, link, target) for b in blocks]
+    )
+    tables = link_blocks(blocks, results, link)
+    if on_disk:
+        compute([dask.delayed(relabel_block)(out, b, t) for b, t in zip(blocks, tables)])
+        return out
     if out is None:
         out = np.zeros(shape, np.uint32)
-    for block, core in zip(blocks, cores):
-        out[block.core] = core
+    for block, result, table in zip(blocks, results, tables):
+        out[block.core] = table[result.core]
     return out
 
 
