@@ -152,3 +152,39 @@ def test_active_model_is_remembered(make_napari_viewer, tiny_model):
     active_model(first).set("tiny")
     second = make_napari_viewer()
     assert active_model(second).name == "tiny"
+
+
+class _ReadLog:
+    """An array-like that records the size of every read made off napari's main thread."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
+        self.worker_reads: list[int] = []
+
+    def __getitem__(self, key):
+        import threading
+
+        out = self.array[key]
+        if threading.current_thread() is not threading.main_thread():
+            self.worker_reads.append(int(np.size(out)))
+        return out
+
+
+def test_lazy_layer_is_segmented_block_by_block(widget, qtbot, monkeypatch):
+    """A large lazy layer is read in blocks by the worker, never whole, with the same objects."""
+    import napari_loopseg.widgets.segment_jobs as jobs
+    from napari_loopseg.core.metrics import Counts
+    from napari_loopseg.core.segment import segment
+
+    monkeypatch.setattr(jobs, "LAZY_PLANE", 256 * 256)  # "large" and blocks scaled down for a test
+    monkeypatch.setattr(jobs, "LAZY_BLOCK", 128)
+    monkeypatch.setattr("napari_loopseg.core.bigdata.STATS_SAMPLE", 128 * 128)
+    image = make_nuclei((900, 800), seed=21)[0]
+    lazy = _ReadLog(image)
+    widget.viewer.add_image(lazy, name="lazy", contrast_limits=(0, int(image.max())))
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(widget.viewer)
+    assert lazy.worker_reads and max(lazy.worker_reads) < image.size / 4  # blocks, never the whole plane
+    counts = Counts()
+    counts.add(segment(image, model="tiny"), layer.data)
+    assert layer.data.max() > 10 and counts.ap(0.9) >= 0.99

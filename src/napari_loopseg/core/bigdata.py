@@ -23,6 +23,7 @@ from .tiling import round_up
 
 DEFAULT_BLOCK = 2048
 DEFAULT_LINK = 96  # wider than the nuclei the bundled model finds
+STATS_SAMPLE = 4_000_000  # pixels read (strided) for the intensity statistics
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ def segment_large(
     return out
 
 
-def _strided(image, rgb: bool, pixels: int = 4_000_000):
+def _strided(image, rgb: bool):
     """A strided sample of a (possibly lazy) image for the intensity statistics."""
-    step = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / pixels))))
+    step = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / STATS_SAMPLE))))
     return np.asarray(image[::step, ::step])

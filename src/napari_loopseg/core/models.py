@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,7 +96,7 @@ def make_card(
         "format_version": FORMAT_VERSION,
         "name": name,
         "parent": parent,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "architecture": {"type": "unet", **config.to_dict()},
         "outputs": ["foreground", "boundary", "distance"],
         "normalization": normalization.to_dict(),

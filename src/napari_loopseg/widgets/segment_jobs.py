@@ -18,6 +18,9 @@ from ..core.normalize import Layout, check_image
 
 #: Planes larger than this are re-segmented in the visible field of view first.
 LARGE_PLANE = 2048 * 2048
+#: Lazy (dask, zarr) planes larger than this are segmented block by block, never loaded whole.
+LAZY_PLANE = 4096 * 4096
+LAZY_BLOCK = 2048
 
 
 @dataclass(frozen=True)
@@ -29,16 +32,19 @@ class Job:
     layout: Layout
     plane: tuple[int, ...] | None = None
     window: tuple[slice, slice] | None = None
+    by_blocks: bool = False
 
 
 def make_job(viewer: Viewer, layer: Image, current_plane_only: bool) -> Job:
     """Validate ``layer`` (raises InputError) and describe what to segment."""
     layout = Layout(rgb=bool(layer.rgb))
-    lead, _ = check_image(layer.data, layout)
+    data = layer.data[0] if layer.multiscale else layer.data  # full resolution
+    lead, (height, width) = check_image(data, layout)
+    lazy = not isinstance(data, np.ndarray) and height * width > LAZY_PLANE
     if lead and current_plane_only:
         plane = current_plane(viewer, layer, lead)
-        return Job(layer, layer.data[plane], layout, plane)
-    return Job(layer, layer.data, layout)
+        return Job(layer, data[plane], layout, plane, by_blocks=lazy)
+    return Job(layer, data, layout, by_blocks=lazy and not lead)
 
 
 def current_plane(viewer: Viewer, layer, lead: tuple[int, ...]) -> tuple[int, ...]:
@@ -77,6 +83,17 @@ def run_jobs(jobs: list[Job], model_name: str, options: dict) -> Generator[tuple
 
     model = load_model(model_name)
     for index, job in enumerate(jobs):
+        if job.by_blocks:
+            from ..core.bigdata import segment_large
+            from ..core.segment import SegmentProgress
+
+            yield ("progress", index, SegmentProgress(0.0, "segmenting block by block"))
+            blocks = {k: v for k, v in options.items() if k in ("device", "tile_size")}
+            labels = segment_large(
+                job.data, str(model.path or model.name), block_size=LAZY_BLOCK, rgb=job.layout.rgb, **blocks
+            )
+            yield ("result", index, labels)
+            continue
         data = job.data if job.window is None else job.data[job.window]  # a window is of one 2D plane
         gen = segment_iter(data, model, SegmentOptions(layout=job.layout, **options))
         while True:
