@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 
 from napari_loopseg.core.instances import DecodeParams, decode
 from napari_loopseg.core.metrics import Counts
-from napari_loopseg.core.models import bundled_dir, make_card, save_model
+from napari_loopseg.core.models import bundled_dir, load_path, make_card, save_model
 from napari_loopseg.core.normalize import Normalization, normalize_plane
 from napari_loopseg.core.predict import Predictor
 from napari_loopseg.core.train import Sample, TrainConfig, train_iter
@@ -33,14 +34,20 @@ from napari_loopseg.core.unet import UNet, UNetConfig
 log = logging.getLogger("train_bundled")
 
 
-def load_split(data: Path, split: str, norm: Normalization) -> tuple[list[Sample], list[str]]:
+def load_split(
+    data: Path, split: str, norm: Normalization, kind_balance: float = 0.0
+) -> tuple[list[Sample], list[str]]:
+    """Images of one split; with ``kind_balance`` b, an image of a kind with n images is drawn
+    (N / n) ** b times as often, so rare modalities (stains, brightfield) are not drowned out."""
     with open(data / "manifest.csv", newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == split]
+    per_kind = Counter(r["kind"] for r in rows)
     samples = []
     for row in rows:
         image = tifffile.imread(data / "images" / f"{row['image_id']}.tif")
         labels = tifffile.imread(data / "labels" / f"{row['image_id']}.tif").astype(np.int32)
-        samples.append(Sample(normalize_plane(image, rgb=image.ndim == 3, norm=norm), labels))
+        weight = (len(rows) / per_kind[row["kind"]]) ** kind_balance
+        samples.append(Sample(normalize_plane(image, rgb=image.ndim == 3, norm=norm), labels, weight=weight))
     return samples, [r["kind"] for r in rows]
 
 
@@ -87,6 +94,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--kind-balance",
+        type=float,
+        default=0.5,
+        help="0: draw images uniformly; 1: every kind equally often",
+    )
+    parser.add_argument(
+        "--init", type=Path, default=None, help="start from this model file (same architecture)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,7 +127,12 @@ def main() -> None:
     arch = UNetConfig(in_channels=1, out_channels=3, width=args.width, depth=args.depth)
     torch.manual_seed(args.seed)
     net = UNet(arch)
-    train, _ = load_split(args.data, "train", norm)
+    if args.init:
+        start = load_path(args.init)
+        if start.net.config != arch:
+            parser.error(f"--init {args.init} has architecture {start.net.config}, not {arch}")
+        net.load_state_dict(start.net.state_dict())
+    train, _ = load_split(args.data, "train", norm, args.kind_balance)
     val, _ = load_split(args.data, "val", norm)
     log.info("loaded %d train, %d val images", len(train), len(val))
 
@@ -155,7 +176,9 @@ def main() -> None:
     seconds = trained_before + time.perf_counter() - started
 
     # score exactly what ships: the weights rounded to half precision, as saved
-    net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in best["model"].items()})
+    net.load_state_dict(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in best["model"].items()}
+    )
     net.eval()
     maps = predict_maps(net, val)
     params, scores = tune_decode(maps, val)
@@ -175,6 +198,8 @@ def main() -> None:
             "crop": args.crop,
             "lr": args.lr,
             "scale_range": list(config.scale_range),
+            "kind_balance": args.kind_balance,
+            "init": args.init.name if args.init else None,
             "seed": args.seed,
             "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
             "training_seconds": round(seconds),

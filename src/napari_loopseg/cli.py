@@ -16,14 +16,8 @@ def _error(message: str) -> None:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .core.imageio import guess_layout, read_image, write_labels
+    from .core.batch import expand_paths
     from .core.models import ModelError, load_model
-    from .core.normalize import InputError
-    from .core.predict import DeviceError
-    from .core.progress import drive
-    from .core.segment import SegmentOptions, segment_iter
     from .core.zarr_io import is_zarr
 
     try:
@@ -31,26 +25,44 @@ def _segment(args: argparse.Namespace) -> int:
     except ModelError as err:
         _error(str(err))
         return EXIT_USAGE
-    if any(is_zarr(p) for p in args.paths):
-        return _segment_zarr(args, model)
+    paths = expand_paths(args.paths)
+    if not paths:
+        _error(f"no TIFF, PNG or JPEG images in {', '.join(map(str, args.paths))}")
+        return EXIT_USAGE
+    if any(is_zarr(p) for p in paths):
+        if not all(is_zarr(p) for p in paths):
+            _error("segment zarr stores on their own, not mixed with other files")
+            return EXIT_USAGE
+        return _segment_zarr(args, paths, model)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.scheduler or args.workers is not None:
+        return _segment_files_on_cluster(args, paths, model)
+    return _segment_files(args, paths, model)
+
+
+def _segment_files(args: argparse.Namespace, paths: list[Path], model) -> int:
+    """Files one after another in this process (every thread on each image), with progress."""
+    from tqdm import tqdm
+
+    from .core.imageio import guess_layout, read_image, write_labels
+    from .core.normalize import InputError
+    from .core.predict import DeviceError
+    from .core.progress import drive
+    from .core.segment import SegmentOptions, segment_iter
+
     failed = 0
     bar = tqdm(
-        total=len(args.paths),
+        total=len(paths),
         unit="image",
         disable=None,
         bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]",
     )
-    for done, path in enumerate(args.paths):
+    for done, path in enumerate(paths):
         bar.set_description(path.name)
         try:
             image = read_image(path)
             options = SegmentOptions(
-                device=args.device,
-                tile_size=args.tile_size,
-                overlap=args.overlap,
-                batch_size=args.batch_size,
-                layout=guess_layout(image.shape, args.channel_axis, args.channel),
+                layout=guess_layout(image.shape, args.channel_axis, args.channel), **_segment_options(args)
             )
 
             def advance(progress, done=done) -> None:
@@ -66,52 +78,101 @@ def _segment(args: argparse.Namespace) -> int:
         bar.n = done + 1
         bar.refresh()
     bar.close()
-    ok = len(args.paths) - failed
-    print(f"segmented {ok} of {len(args.paths)} image(s) into {args.out}", file=sys.stderr)
+    print(f"segmented {len(paths) - failed} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
     return EXIT_FAILED if failed else 0
 
 
-def _segment_zarr(args: argparse.Namespace, model) -> int:
-    """Zarr / OME-Zarr images larger than memory: block by block on dask (threads or a cluster)."""
+def _segment_options(args: argparse.Namespace) -> dict:
+    return {
+        "device": args.device,
+        "tile_size": args.tile_size,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+    }
+
+
+def _segment_files_on_cluster(args: argparse.Namespace, paths: list[Path], model) -> int:
+    """One dask task per file on a local cluster or a running scheduler."""
     from contextlib import ExitStack
 
-    from .core.bigdata import segment_large
+    from tqdm import tqdm
+
+    from .core.batch import segment_files_iter
+
+    with ExitStack() as stack:
+        client = _client(args, stack)
+        if client is None:
+            return EXIT_USAGE
+        settings = {**_segment_options(args), "channel_axis": args.channel_axis, "channel": args.channel}
+        failed = 0
+        with tqdm(total=len(paths), unit="image", disable=None) as bar:
+            for result in segment_files_iter(
+                paths, args.out, str(model.path or model.name), client, settings
+            ):
+                if result.error:
+                    failed += 1
+                    bar.clear()
+                    _error(result.error)
+                bar.update()
+    print(f"segmented {len(paths) - failed} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
+    return EXIT_FAILED if failed else 0
+
+
+def _client(args: argparse.Namespace, stack):
+    """A dask.distributed Client for --scheduler or --workers (None and a message if unavailable)."""
+    try:
+        import distributed
+    except ImportError:
+        _error("--scheduler and --workers need dask.distributed: pip install 'napari-loopseg[cluster]'")
+        return None
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # shutdown chatter is not news
+    if args.scheduler:
+        try:
+            return stack.enter_context(distributed.Client(args.scheduler, timeout="10s"))
+        except OSError as err:
+            _error(f"cannot reach the dask scheduler at {args.scheduler}: {err}")
+            return None
+    cluster = stack.enter_context(
+        distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None)
+    )
+    return stack.enter_context(distributed.Client(cluster))
+
+
+def _segment_zarr(args: argparse.Namespace, paths: list[Path], model) -> int:
+    """Zarr / OME-Zarr images larger than memory: block by block on dask (threads or a cluster).
+    OME-Zarr outputs get overview levels; a failed or interrupted output is removed."""
+    import shutil
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    from .core.bigdata import segment_large_iter
     from .core.normalize import InputError
     from .core.predict import DeviceError
-    from .core.zarr_io import create_labels, is_zarr, open_image
+    from .core.progress import drive
+    from .core.zarr_io import add_pyramid, create_labels, open_image
 
-    if not all(is_zarr(p) for p in args.paths):
-        _error("segment zarr stores on their own, not mixed with other files")
-        return EXIT_USAGE
     failed = 0
     with ExitStack() as stack:
         scheduler = "threads"
-        if args.scheduler or args.workers:
-            try:
-                import distributed
-            except ImportError:
-                _error(
-                    "--scheduler and --workers need dask.distributed: pip install 'napari-loopseg[cluster]'"
-                )
+        if args.scheduler or args.workers is not None:
+            scheduler = _client(args, stack)
+            if scheduler is None:
                 return EXIT_USAGE
-            logging.getLogger("distributed").setLevel(logging.ERROR)  # shutdown chatter is not news
-            if args.scheduler:
-                scheduler = stack.enter_context(distributed.Client(args.scheduler))
-            else:
-                cluster = stack.enter_context(
-                    distributed.LocalCluster(
-                        n_workers=args.workers, threads_per_worker=1, dashboard_address=None
-                    )
-                )
-                scheduler = stack.enter_context(distributed.Client(cluster))
-        for path in args.paths:
-            destination = (
-                args.out if args.out.suffix == ".zarr" and len(args.paths) == 1 else args.out / path.name
-            )
+        for path in paths:
+            destination = args.out if args.out.suffix == ".zarr" and len(paths) == 1 else args.out / path.name
+            created = False
+            bar = tqdm(total=1.0, desc=path.name, disable=None, bar_format="{l_bar}{bar}| {postfix}")
             try:
                 image, meta = open_image(path)
                 labels = create_labels(destination, image.shape, args.block_size, meta)
-                segment_large(
+                created = True
+
+                def advance(progress, bar=bar) -> None:
+                    bar.n = progress.fraction
+                    bar.set_postfix_str(progress.stage, refresh=True)
+
+                gen = segment_large_iter(
                     image,
                     model=str(model.path or model.name),
                     block_size=args.block_size,
@@ -120,10 +181,23 @@ def _segment_zarr(args: argparse.Namespace, model) -> int:
                     device=args.device,
                     tile_size=args.tile_size,
                 )
+                drive(gen, advance)
+                if meta is not None:
+                    bar.set_postfix_str("writing overview levels", refresh=True)
+                    add_pyramid(destination)
+                bar.close()
                 print(f"segmented {path} into {destination}", file=sys.stderr)
             except (InputError, DeviceError, OSError) as err:
                 failed += 1
+                bar.close()
                 _error(str(err))
+                if created:
+                    shutil.rmtree(destination, ignore_errors=True)
+            except BaseException:  # interrupted: no half-written output left behind
+                bar.close()
+                if created:
+                    shutil.rmtree(destination, ignore_errors=True)
+                raise
     return EXIT_FAILED if failed else 0
 
 
@@ -241,7 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     seg = sub.add_parser("segment", help="segment images into instance label TIFFs")
-    seg.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="TIFF, PNG or JPEG images")
+    seg.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="TIFF, PNG or JPEG images, folders of them, or Zarr / OME-Zarr stores",
+    )
     seg.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for <stem>.tif labels")
     seg.add_argument(
         "--model", default="nuclei", help="model name (see `loopseg models`) or .safetensors file"
@@ -271,10 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = seg.add_mutually_exclusive_group()
     where.add_argument(
-        "--scheduler", default=None, metavar="ADDRESS", help="zarr inputs: a dask.distributed scheduler"
+        "--scheduler", default=None, metavar="ADDRESS", help="run on this dask.distributed scheduler"
     )
     where.add_argument(
-        "--workers", type=int, default=None, metavar="N", help="zarr inputs: start a local cluster"
+        "--workers", type=int, default=None, metavar="N", help="run on a local dask cluster of N processes"
     )
     seg.set_defaults(func=_segment)
 

@@ -7,6 +7,7 @@ import tifffile
 from PIL import Image as PILImage
 
 from napari_loopseg.cli import main
+from napari_loopseg.core.metrics import Counts
 from napari_loopseg.core.synthetic import make_nuclei
 
 
@@ -256,3 +257,37 @@ def test_zarr_and_ome_zarr_block_by_block(tiny_model, tmp_path, capsys):
         == 1
     )
     assert "already exists" in capsys.readouterr().err
+
+
+def test_folder_on_a_local_cluster(tiny_model, images, tmp_path, capsys):
+    """A folder of files spread over two dask worker processes: the same labels as one process,
+    a bad file named (exit 1) while the others are written."""
+    pytest.importorskip("distributed")
+    folder, _ = images
+    (folder / "broken.tif").write_bytes(b"not a tiff")
+    (folder / "notes.txt").write_text("not an image: skipped")
+    here, there = tmp_path / "here", tmp_path / "there"
+    common = ["--model", "tiny", "--device", "cpu"]
+    assert main(["segment", str(folder), "--out", str(here), *common]) == 1
+    assert main(["segment", str(folder), "--out", str(there), "--workers", "2", *common]) == 1
+    err = capsys.readouterr().err
+    assert err.count("broken.tif") == 2 and "notes.txt" not in err
+    assert "segmented 4 of 5 image(s)" in err
+    written = sorted(p.name for p in there.iterdir())
+    assert (
+        written == ["bright.tif", "grey.tif", "lzw.tif", "zlib.tif"] == sorted(p.name for p in here.iterdir())
+    )
+    for name in written:
+        counts = Counts()
+        counts.add(tifffile.imread(here / name), tifffile.imread(there / name))
+        assert counts.ap(0.9) >= 0.99
+
+
+def test_empty_folder_and_bad_workers(tiny_model, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["segment", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    assert "no TIFF, PNG or JPEG images in" in capsys.readouterr().err
+    image, _ = make_nuclei((64, 64), seed=1)
+    tifffile.imwrite(tmp_path / "one.tif", image)
+    assert main(["segment", str(tmp_path / "one.tif"), "--out", str(tmp_path / "out"), "--workers", "0"]) == 2
+    assert "--workers must be positive, got 0" in capsys.readouterr().err

@@ -50,3 +50,36 @@ def test_block_plan_covers_the_image_once():
         cover[block.core] += 1
         assert all(r.start <= c.start and r.stop >= c.stop for r, c in zip(block.read, block.core))
     assert (cover == 1).all() and len(blocks) == 6
+
+
+def test_progress_rises_and_closing_stops_early(tiny_model, image, monkeypatch):
+    from napari_loopseg.core import bigdata
+
+    ran = []
+    original = bigdata.run_block
+    monkeypatch.setattr(bigdata, "run_block", lambda *args: ran.append(1) or original(*args))
+    gen = bigdata.segment_large_iter(image, model="tiny", block_size=96, scheduler="sync", precision="fp32")
+    progress = [next(gen) for _ in range(4)]  # statistics, then one block per step
+    fractions = [p.fraction for p in progress]
+    assert fractions == sorted(fractions) and progress[-1].stage == "block 3/20" and len(ran) == 3
+    gen.close()  # cancelled: the remaining blocks never run
+    assert len(ran) == 3
+
+
+def test_overview_levels_subsample_labels(tmp_path):
+    from napari_loopseg.core.zarr_io import add_pyramid, create_labels, ome_meta
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 50, (1000, 600)).astype(np.uint32)
+    create_labels(tmp_path / "l.zarr", labels.shape, 128, ome_meta((0.5, 0.25)))[:] = labels
+    levels = add_pyramid(tmp_path / "l.zarr", smallest=256)
+    assert [lv.shape for lv in levels] == [(1000, 600), (500, 300), (250, 150)]
+    np.testing.assert_array_equal(levels[2][:], labels[::4, ::4])  # ids subsampled, never averaged
+    import zarr
+
+    datasets = zarr.open_group(str(tmp_path / "l.zarr"), mode="r").attrs["multiscales"][0]["datasets"]
+    assert [d["coordinateTransformations"][0]["scale"] for d in datasets] == [
+        [0.5, 0.25],
+        [1.0, 0.5],
+        [2.0, 1.0],
+    ]

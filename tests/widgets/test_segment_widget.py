@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt
@@ -154,37 +156,96 @@ def test_active_model_is_remembered(make_napari_viewer, tiny_model):
     assert active_model(second).name == "tiny"
 
 
-class _ReadLog:
-    """An array-like that records the size of every read made off napari's main thread."""
+class _ChunkLog:
+    """The storage behind a dask array: records every chunk read off napari's main thread."""
 
     def __init__(self, array: np.ndarray) -> None:
         self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
         self.worker_reads: list[int] = []
 
     def __getitem__(self, key):
-        import threading
-
         out = self.array[key]
         if threading.current_thread() is not threading.main_thread():
             self.worker_reads.append(int(np.size(out)))
         return out
 
 
-def test_lazy_layer_is_segmented_block_by_block(widget, qtbot, monkeypatch):
-    """A large lazy layer is read in blocks by the worker, never whole, with the same objects."""
-    import napari_loopseg.widgets.segment_jobs as jobs
-    from napari_loopseg.core.metrics import Counts
-    from napari_loopseg.core.segment import segment
+@pytest.fixture
+def lazy_setup(widget, monkeypatch):
+    """A 900x800 dask-backed layer, "large" with blocks scaled down for a test; records the
+    chunks the worker reads and the largest array it materialises from the dask layer."""
+    import dask.array as da
 
-    monkeypatch.setattr(jobs, "LAZY_PLANE", 256 * 256)  # "large" and blocks scaled down for a test
+    import napari_loopseg.widgets.segment_jobs as jobs
+
+    monkeypatch.setattr(jobs, "LAZY_PLANE", 256 * 256)
     monkeypatch.setattr(jobs, "LAZY_BLOCK", 128)
     monkeypatch.setattr("napari_loopseg.core.bigdata.STATS_SAMPLE", 128 * 128)
     image = make_nuclei((900, 800), seed=21)[0]
-    lazy = _ReadLog(image)
+    storage = _ChunkLog(image)
+    materialised: list[int] = []
+    to_numpy = da.Array.__array__
+
+    def logged(self, *args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            materialised.append(int(np.prod(self.shape)))
+        return to_numpy(self, *args, **kwargs)
+
+    monkeypatch.setattr(da.Array, "__array__", logged)
+    lazy = da.from_array(storage, chunks=100, asarray=False)
     widget.viewer.add_image(lazy, name="lazy", contrast_limits=(0, int(image.max())))
+    return image, storage, materialised
+
+
+def _same_objects(image: np.ndarray, labels: np.ndarray) -> None:
+    from napari_loopseg.core.metrics import Counts
+    from napari_loopseg.core.segment import segment
+
+    counts = Counts()
+    counts.add(segment(image, model="tiny"), labels)
+    assert labels.max() > 10 and counts.ap(0.9) >= 0.99
+
+
+def test_dask_layer_is_segmented_block_by_block(widget, qtbot, lazy_setup):
+    """The worker reads the dask layer chunk by chunk and block by block, never all of it at once."""
+    image, storage, materialised = lazy_setup
     click_segment(widget, qtbot)
     (layer,) = labels_layers(widget.viewer)
-    assert lazy.worker_reads and max(lazy.worker_reads) < image.size / 4  # blocks, never the whole plane
-    counts = Counts()
-    counts.add(segment(image, model="tiny"), layer.data)
-    assert layer.data.max() > 10 and counts.ap(0.9) >= 0.99
+    assert materialised and max(materialised) < image.size / 4  # one block (with margins) at a time
+    assert storage.worker_reads and max(storage.worker_reads) <= 100 * 100  # dask chunks
+    # each chunk is read by the few blocks whose margins reach it, plus the strided statistics
+    assert sum(storage.worker_reads) < 12 * image.size
+    _same_objects(image, np.asarray(layer.data))
+
+
+def test_result_too_large_for_memory_goes_to_zarr(widget, qtbot, lazy_setup, monkeypatch, tmp_path):
+    import napari_loopseg.widgets.segment_jobs as jobs
+
+    image, _, _ = lazy_setup
+    monkeypatch.setattr(jobs, "result_fits_in_memory", lambda shape: False)
+    monkeypatch.setattr(jobs, "results_dir", lambda: tmp_path / "results")
+    monkeypatch.setattr("napari_loopseg.core.zarr_io.add_pyramid.__defaults__", (256,))
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(widget.viewer)
+    (store,) = (tmp_path / "results").iterdir()
+    assert layer.multiscale and [level.shape for level in layer.data] == [(900, 800), (450, 400), (225, 200)]
+    assert type(layer.data[0]).__module__.startswith("zarr")  # read lazily from disk
+    assert f"{layer.data[0].attrs['max_label']} objects" in widget.status.text()
+    _same_objects(image, np.asarray(layer.data[0]))
+    np.testing.assert_array_equal(layer.data[1], np.asarray(layer.data[0])[::2, ::2])
+    widget.viewer.layers.remove(layer)
+    assert not store.exists()
+
+
+def test_cancel_leaves_no_store(widget, qtbot, lazy_setup, monkeypatch, tmp_path):
+    import napari_loopseg.widgets.segment_jobs as jobs
+
+    monkeypatch.setattr(jobs, "result_fits_in_memory", lambda shape: False)
+    monkeypatch.setattr(jobs, "results_dir", lambda: tmp_path / "results")
+    qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "block" in widget.status.text(), timeout=60_000)
+    assert any((tmp_path / "results").iterdir())  # the store is being written
+    qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget.status.text() == "Cancelled" and not labels_layers(widget.viewer)
+    qtbot.waitUntil(lambda: not any((tmp_path / "results").iterdir()), timeout=10_000)

@@ -12,6 +12,8 @@ local cluster, or a dask.distributed cluster.
 from __future__ import annotations
 
 import itertools
+import os
+from collections.abc import Generator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,6 +21,8 @@ import numpy as np
 
 from .instances import DecodeParams, decode
 from .normalize import IntensityMap, Normalization, intensity_map, to_grey
+from .progress import drive
+from .segment import SegmentProgress
 from .tiling import round_up
 
 DEFAULT_BLOCK = 2048
@@ -64,13 +68,12 @@ def _local(slices: tuple[slice, slice], within: tuple[slice, slice]) -> tuple[sl
 
 
 def segment_block(
-    source, block: Block, model_name: str, stats: IntensityMap, rgb: bool, options: dict
+    region: np.ndarray, block: Block, model_name: str, stats: IntensityMap, rgb: bool, options: dict
 ) -> np.ndarray:
-    """Labels (int32, ids from 1) over ``block.link``; runs on any dask worker."""
+    """Labels (int32, ids from 1) over ``block.link`` from the image over ``block.read``."""
     from .predict import Predictor
 
     model = _cached_model(model_name)
-    region = np.asarray(source[block.read])
     plane = stats.apply(to_grey(region, rgb))
     predictor = Predictor(model.net, **options)
     maps = predictor.predict(plane)[(slice(None), *_local(block.link, block.read))]
@@ -155,10 +158,10 @@ def _ring(block: Block, link: int) -> list[tuple[slice, slice]]:
 
 
 def run_block(
-    source, block: Block, model_name: str, stats, rgb: bool, options: dict, link: int, out
+    region: np.ndarray, block: Block, model_name: str, stats, rgb: bool, options: dict, link: int, out
 ) -> BlockResult:
     """Stage 1 on a worker: segment, keep the ring, write local ids to ``out`` if it is on disk."""
-    labels = segment_block(source, block, model_name, stats, rgb, options)
+    labels = segment_block(np.asarray(region), block, model_name, stats, rgb, options)
     ring = [(r, labels[_local(r, block.link)].copy()) for r in _ring(block, link)]
     core = labels[_local(block.core, block.link)]
     in_core = np.flatnonzero(np.bincount(core.ravel(), minlength=1))
@@ -215,7 +218,49 @@ def link_blocks(blocks: list[Block], results: list[BlockResult], link: int) -> l
     return tables
 
 
-def segment_large(
+def run_tasks(tasks: list, scheduler=None) -> Generator[int, None, list]:
+    """Compute dask ``tasks``, yielding how many are done; returns their results in order.
+
+    With a ``dask.distributed.Client``, progress comes from futures as they complete (closing
+    the generator cancels those not yet run); otherwise tasks go to ``dask.compute`` in batches
+    of a few per thread, so a caller can report progress and stop between batches.
+    """
+    import dask
+
+    if scheduler is not None and hasattr(scheduler, "compute"):  # a distributed Client
+        from distributed import as_completed
+
+        futures = scheduler.compute(tasks)
+        try:
+            for done, _ in enumerate(as_completed(futures), 1):
+                yield done
+        except GeneratorExit:
+            scheduler.cancel(futures)
+            raise
+        return scheduler.gather(futures)
+    batch = 1 if scheduler in ("sync", "synchronous", "single-threaded") else 2 * (os.cpu_count() or 1)
+    results: list = []
+    for start in range(0, len(tasks), batch):
+        results += dask.compute(*tasks[start : start + batch], scheduler=scheduler)
+        yield len(results)
+    return results
+
+
+def _reported(tasks: list, scheduler, base: float, span: float, what: str):
+    """:func:`run_tasks` with its counts as progress; closing this cancels the tasks not run."""
+    runs = run_tasks(tasks, scheduler)
+    try:
+        while True:
+            try:
+                done = next(runs)
+            except StopIteration as stop:
+                return stop.value
+            yield SegmentProgress(base + span * done / len(tasks), f"{what} {done}/{len(tasks)}")
+    finally:
+        runs.close()
+
+
+def segment_large_iter(
     image,
     model: str = "nuclei",
     block_size: int = DEFAULT_BLOCK,
@@ -224,13 +269,14 @@ def segment_large(
     scheduler=None,
     out=None,
     **options,
-):
-    """Segment a 2D numpy, dask or zarr image block by block; returns (or fills ``out``) labels.
+) -> Generator[SegmentProgress, None, object]:
+    """Segment a 2D numpy, dask or zarr image block by block; yields progress, returns labels.
 
     With a zarr ``out``, workers write their blocks there and send back only the border rings,
-    so memory is bounded by block size and worker count, not image size. ``scheduler`` is
-    anything ``dask.compute`` accepts ("threads", "sync") or a ``dask.distributed.Client``.
-    ``options`` go to the Predictor (device, tile_size, ...).
+    so memory is bounded by block size and worker count, not image size; ``out`` is returned,
+    with the object count in ``out.attrs["max_label"]``.
+    ``scheduler`` is anything ``dask.compute`` accepts ("threads", "sync") or a
+    ``dask.distributed.Client``. ``options`` go to the Predictor (device, tile_size, ...).
     """
     import dask
 
@@ -242,28 +288,49 @@ def segment_large(
     halo = round_up(receptive_radius(loaded.net.config), loaded.net.multiple)
     shape = tuple(int(n) for n in image.shape[:2])
     norm = Normalization.from_dict(loaded.card.get("normalization", {}))
+    yield SegmentProgress(0.0, "reading intensity statistics")
     stats = intensity_map(to_grey(_strided(image, rgb), rgb), norm)
     blocks = plan_blocks(shape, round_up(block_size, loaded.net.multiple), link, halo)
     on_disk = out is not None and not isinstance(out, np.ndarray)
-
-    def compute(tasks):
-        if scheduler is not None and hasattr(scheduler, "compute"):  # a distributed Client
-            return scheduler.gather(scheduler.compute(tasks))
-        return list(dask.compute(*tasks, scheduler=scheduler))
-
     target = out if on_disk else None
-    results = compute(
-        [dask.delayed(run_block)(image, b, name, stats, rgb, options, link, target) for b in blocks]
-    )
+    lazy = as_dask(image)  # each task depends on its read region only, read where it runs
+    stage1 = [
+        dask.delayed(run_block)(lazy[b.read], b, name, stats, rgb, options, link, target) for b in blocks
+    ]
+    results = yield from _reported(stage1, scheduler, 0.0, 0.9, "block")
+    yield SegmentProgress(0.9, "linking objects across blocks")
     tables = link_blocks(blocks, results, link)
     if on_disk:
-        compute([dask.delayed(relabel_block)(out, b, t) for b, t in zip(blocks, tables)])
+        stage2 = [dask.delayed(relabel_block)(out, b, t) for b, t in zip(blocks, tables)]
+        yield from _reported(stage2, scheduler, 0.9, 0.1, "writing unified ids, block")
+        out.attrs["max_label"] = int(max(int(t.max()) for t in tables))  # ids are 1..max_label
         return out
     if out is None:
         out = np.zeros(shape, np.uint32)
     for block, result, table in zip(blocks, results, tables):
         out[block.core] = table[result.core]
     return out
+
+
+def segment_large(image, model: str = "nuclei", **kwargs):
+    """:func:`segment_large_iter` run to completion (for scripts and the API)."""
+    return drive(segment_large_iter(image, model, **kwargs))
+
+
+def as_dask(image):
+    """``image`` as a dask array, so a block's task reads only the chunks its region touches.
+
+    zarr-like arrays keep their own chunks and are referenced in every task (cheap to ship);
+    numpy arrays are one shared piece of the graph.
+    """
+    import dask.array as da
+
+    if isinstance(image, da.Array):
+        return image
+    if isinstance(image, np.ndarray):
+        return da.from_array(image, chunks=DEFAULT_BLOCK)
+    chunks = getattr(image, "chunks", None)
+    return da.from_array(image, chunks=chunks or DEFAULT_BLOCK, inline_array=True, asarray=False)
 
 
 def _strided(image, rgb: bool):

@@ -24,17 +24,23 @@ from .unet import UNet
 
 @dataclass(frozen=True)
 class Sample:
-    """One training image: normalised plane, instance labels, optional reviewed mask."""
+    """One training image: normalised plane, instance labels, optional reviewed mask.
+
+    ``weight`` scales how often the image is drawn (to balance rare imaging modalities).
+    """
 
     image: np.ndarray
     labels: np.ndarray
     reviewed: np.ndarray | None = None
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.image.shape != self.labels.shape:
             raise ValueError(f"image {self.image.shape} and labels {self.labels.shape} differ in shape")
         if self.reviewed is not None and self.reviewed.shape != self.labels.shape:
             raise ValueError(f"reviewed mask {self.reviewed.shape} and labels {self.labels.shape} differ")
+        if not self.weight > 0:
+            raise ValueError(f"sample weight must be positive, got {self.weight}")
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,8 @@ class CropSampler:
         )
         if supervised.sum() <= 0:
             raise ValueError("no reviewed pixels to learn from")
-        self.p = np.sqrt(supervised) / np.sqrt(supervised).sum()
+        draws = np.sqrt(supervised) * np.array([s.weight for s in samples], float)
+        self.p = draws / draws.sum()
         self.reviewed_coords = [None if s.reviewed is None else np.argwhere(s.reviewed) for s in samples]
 
     def _window(self, index: int, size: int) -> tuple[int, int]:

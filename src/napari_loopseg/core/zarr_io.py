@@ -49,6 +49,7 @@ class _Squeezed:
     def __init__(self, array, lead: int) -> None:
         self.array, self.lead = array, lead
         self.shape, self.dtype = array.shape[lead:], array.dtype
+        self.ndim, self.chunks = len(self.shape), array.chunks[lead:]
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
@@ -75,3 +76,51 @@ def create_labels(path: str | Path, shape: tuple[int, int], chunks: int, meta: l
     ]
     group.attrs["multiscales"] = [{**source, "axes": axes, "datasets": [dataset], "name": "labels"}]
     return group.create_array("0", shape=shape, chunks=(chunks, chunks), dtype="uint32")
+
+
+def ome_meta(scale: tuple[float, float], translate: tuple[float, float] = (0.0, 0.0)) -> list:
+    """OME-NGFF multiscales metadata for one (y, x) image with physical pixel size ``scale``."""
+    transforms = [{"type": "scale", "scale": [float(s) for s in scale]}]
+    if any(translate):
+        transforms.append({"type": "translation", "translation": [float(t) for t in translate]})
+    return [
+        {
+            "version": "0.4",
+            "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+            "datasets": [{"path": "0", "coordinateTransformations": transforms}],
+        }
+    ]
+
+
+def add_pyramid(path: str | Path, smallest: int = 1024) -> list:
+    """Add 2x-downsampled levels ("1", "2", ...) to the OME-Zarr labels at ``path`` until the
+    longer side is at most ``smallest``; returns every level, full resolution first.
+
+    Labels are subsampled (never averaged, which would invent ids). Each level is computed
+    chunk by chunk from the one before, so memory stays at a few chunks.
+    """
+    import dask.array as da
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    levels = [group["0"]]
+    multiscales = group.attrs["multiscales"]
+    datasets = list(multiscales[0]["datasets"][:1])
+    base = datasets[0].get("coordinateTransformations", [])
+    scale = next((t["scale"] for t in base if t.get("type") == "scale"), [1.0, 1.0])
+    others = [t for t in base if t.get("type") != "scale"]
+    while max(levels[-1].shape) > smallest:
+        previous = levels[-1]
+        name = str(len(levels))
+        chunks = previous.chunks
+        coarse = da.from_zarr(previous)[::2, ::2].rechunk(chunks)
+        level = group.create_array(
+            name, shape=coarse.shape, chunks=chunks, dtype=previous.dtype, overwrite=True
+        )
+        da.store(coarse, level, lock=False)
+        levels.append(level)
+        factor = 2 ** (len(levels) - 1)
+        level_scale = {"type": "scale", "scale": [s * factor for s in scale]}
+        datasets.append({"path": name, "coordinateTransformations": [level_scale, *others]})
+    group.attrs["multiscales"] = [{**multiscales[0], "datasets": datasets}]
+    return levels

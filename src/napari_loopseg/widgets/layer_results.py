@@ -8,6 +8,9 @@ theirs and a new layer is made.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 from napari.layers import Image, Labels
 from napari.viewer import Viewer
@@ -23,9 +26,14 @@ def source_image(layer: Labels) -> str | None:
 
 
 def own_result(viewer: Viewer, image: Image) -> Labels | None:
-    """LoopSeg's unedited result layer for ``image``, if there is one."""
+    """LoopSeg's unedited in-memory result layer for ``image``, if there is one."""
     for layer in viewer.layers:
-        if isinstance(layer, Labels) and source_image(layer) == image.name and not tracker_for(layer).edited:
+        if (
+            isinstance(layer, Labels)
+            and source_image(layer) == image.name
+            and "store" not in layer.metadata[KEY]
+            and not tracker_for(layer).edited
+        ):
             return layer
     return None
 
@@ -77,3 +85,25 @@ def put_result(
         target.data_setitem(changed, labels[old != labels].astype(target.data.dtype))
     target.metadata[KEY]["model"] = model
     return target
+
+
+def put_stored_result(viewer: Viewer, image: Image, levels: list, path: Path, model: str) -> Labels:
+    """Show labels too large for memory, read lazily from their OME-Zarr store (``levels``: full
+    resolution first) as a new multiscale layer. The store is deleted when the layer is removed."""
+    layer = viewer.add_labels(
+        levels,
+        multiscale=True,
+        name=f"{image.name} labels",
+        scale=image.scale[-2:],
+        translate=image.translate[-2:],
+        metadata={KEY: {"source": image.name, "model": model, "store": str(path)}},
+    )
+    tracker_for(layer)
+
+    def forget(event) -> None:
+        if event.value is layer:
+            viewer.layers.events.removed.disconnect(forget)
+            shutil.rmtree(path, ignore_errors=True)
+
+    viewer.layers.events.removed.connect(forget)
+    return layer

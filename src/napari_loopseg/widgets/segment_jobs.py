@@ -7,8 +7,12 @@ GUI thread via :func:`.layer_results.put_result`.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from napari.layers import Image
@@ -76,22 +80,84 @@ def visible_window(viewer: Viewer, layer: Image, shape: tuple[int, int]) -> tupl
     return slice(lo[0], hi[0]), slice(lo[1], hi[1])
 
 
+@dataclass(frozen=True)
+class StoredResult:
+    """Labels too large for memory: an OME-Zarr store on disk, full resolution first."""
+
+    levels: list
+    path: Path
+    objects: int
+
+
+def result_fits_in_memory(shape: tuple[int, int]) -> bool:
+    """Whether uint32 labels of ``shape`` fit comfortably: under 1/8 of physical memory."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): assume 8 GB
+        memory = 8 * 2**30
+    return 4 * shape[0] * shape[1] < memory / 8
+
+
+def results_dir() -> Path:
+    """Where label stores too large for memory live while their layer is open."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("napari-loopseg")) / "results"
+
+
+def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[tuple, None, object]:
+    """Block-wise segmentation of a lazy plane; to a zarr store when the result is too large."""
+    from ..core.bigdata import segment_large_iter
+    from ..core.segment import SegmentProgress
+    from ..core.zarr_io import add_pyramid, create_labels, ome_meta
+
+    _, shape = check_image(job.data, job.layout)
+    store = out = None
+    if not result_fits_in_memory(shape):
+        results_dir().mkdir(parents=True, exist_ok=True)
+        store = Path(tempfile.mkdtemp(prefix=f"{_safe(job.layer.name)}-", suffix=".zarr", dir=results_dir()))
+        shutil.rmtree(store)  # a unique name; zarr creates the store itself
+        meta = ome_meta(tuple(job.layer.scale[-2:]), tuple(job.layer.translate[-2:]))
+        out = create_labels(store, shape, LAZY_BLOCK, meta)
+        yield ("store", index, store)  # napari never closes a cancelled worker: the GUI cleans up
+    kwargs = {k: v for k, v in options.items() if k in ("device", "tile_size")}
+    gen = segment_large_iter(
+        job.data, str(model.path or model.name), block_size=LAZY_BLOCK, rgb=job.layout.rgb, out=out, **kwargs
+    )
+    try:
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as stop:
+                labels = stop.value
+                break
+            yield ("progress", index, progress)
+        if store is None:
+            return labels
+        yield ("progress", index, SegmentProgress(1.0, "writing overview levels"))
+        return StoredResult(add_pyramid(store), store, int(labels.attrs["max_label"]))
+    except BaseException:  # failed (or closed): leave no half-written store behind
+        gen.close()
+        if store is not None:
+            shutil.rmtree(store, ignore_errors=True)
+        raise
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40] or "image"
+
+
 def run_jobs(jobs: list[Job], model_name: str, options: dict) -> Generator[tuple, None, None]:
-    """Worker body: yields ("progress", index, SegmentProgress) and ("result", index, labels)."""
+    """Worker body: yields ("progress", index, SegmentProgress) and ("result", index, labels),
+    where labels is an array or, for lazy images too large for memory, a :class:`StoredResult`
+    (announced by ("store", index, path) when its writing starts)."""
     from ..core.models import load_model
     from ..core.segment import SegmentOptions, segment_iter
 
     model = load_model(model_name)
     for index, job in enumerate(jobs):
         if job.by_blocks:
-            from ..core.bigdata import segment_large
-            from ..core.segment import SegmentProgress
-
-            yield ("progress", index, SegmentProgress(0.0, "segmenting block by block"))
-            blocks = {k: v for k, v in options.items() if k in ("device", "tile_size")}
-            labels = segment_large(
-                job.data, str(model.path or model.name), block_size=LAZY_BLOCK, rgb=job.layout.rgb, **blocks
-            )
+            labels = yield from _segment_blocks(job, index, model, options)
             yield ("result", index, labels)
             continue
         data = job.data if job.window is None else job.data[job.window]  # a window is of one 2D plane

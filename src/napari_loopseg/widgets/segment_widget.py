@@ -6,6 +6,9 @@ GUI thread only validates input, updates the progress bar and puts results into 
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from napari.layers import Image
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
@@ -27,9 +30,9 @@ from superqt import QCollapsible
 
 from ..core.normalize import InputError
 from .active_model import active_model
-from .layer_results import put_result
+from .layer_results import put_result, put_stored_result
 from .model_selector import ModelSelector
-from .segment_jobs import Job, make_job, run_jobs, warm_up
+from .segment_jobs import Job, StoredResult, make_job, run_jobs, warm_up
 
 ALL_PLANES, CURRENT_PLANE = "All planes", "Current plane only"
 
@@ -42,6 +45,7 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: GeneratorWorker | None = None
         self._jobs: list[Job] = []
+        self._stores: list[Path] = []  # label stores the running worker is writing
         self._model_name = ""
 
         self.layer_list = QListWidget()
@@ -138,7 +142,7 @@ class SegmentWidget(QWidget):
             except InputError as err:
                 show_error(f"LoopSeg cannot segment '{layer.name}': {err}")
                 return
-        self._jobs = jobs
+        self._jobs, self._stores = jobs, []
         self._model_name = self.models.model_name
         options = {"device": self.device.currentText(), "tile_size": self.tile_size.value()}
         self.worker = create_worker(run_jobs, jobs, self._model_name, options, _start_thread=False)
@@ -154,6 +158,9 @@ class SegmentWidget(QWidget):
     def _on_yielded(self, item: tuple) -> None:
         kind, index, value = item
         job = self._jobs[index]
+        if kind == "store":
+            self._stores.append(value)
+            return
         if kind == "progress":
             total = (index + value.fraction) / len(self._jobs)
             self.progress.setValue(int(1000 * total))
@@ -162,8 +169,16 @@ class SegmentWidget(QWidget):
         if job.layer not in self.viewer.layers:
             show_info(f"LoopSeg: '{job.layer.name}' was removed while it was being segmented")
             return
-        layer = put_result(self.viewer, job.layer, value, self._model_name, job.plane, job.window)
         self.progress.setValue(int(1000 * (index + 1) / len(self._jobs)))
+        if isinstance(value, StoredResult):
+            self._stores.remove(value.path)  # complete: the layer owns it now
+            layer = put_stored_result(self.viewer, job.layer, value.levels, value.path, self._model_name)
+            self.status.setText(
+                f"{job.layer.name}: {value.objects} objects in '{layer.name}', "
+                f"read from {value.path} (deleted with the layer: save it to keep it)"
+            )
+            return
+        layer = put_result(self.viewer, job.layer, value, self._model_name, job.plane, job.window)
         self.status.setText(f"{job.layer.name}: {int(value.max())} objects in '{layer.name}'")
 
     def _on_error(self, err: Exception) -> None:
@@ -179,6 +194,8 @@ class SegmentWidget(QWidget):
         if self.worker is not None and self.worker.abort_requested:
             self.status.setText("Cancelled")
             self.progress.setValue(0)
+            for store in self._stores:  # half-written: delete, off the GUI thread
+                create_worker(shutil.rmtree, store, ignore_errors=True).start()
         self.worker = None
         self.segment_button.setEnabled(True)
         self.cancel_button.setEnabled(False)

@@ -1,0 +1,77 @@
+"""Whole datasets: folders of image files, one dask task per file on a dask.distributed cluster.
+
+Each worker process loads the model once (tasks ship its name, not its weights) and writes
+its labels itself, so only a file name and an object count travel back to the client.
+A file that cannot be read or segmented is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One file's outcome: objects found, or the error that stopped it."""
+
+    path: Path
+    objects: int = 0
+    error: str | None = None
+
+
+def expand_paths(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; folders (other than zarr stores) replaced by the images directly inside."""
+    expanded = []
+    for path in paths:
+        if path.is_dir() and path.suffix.lower() != ".zarr":
+            expanded += sorted(
+                p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+        else:
+            expanded.append(path)
+    return expanded
+
+
+def segment_file(path: Path, out_dir: Path, model_name: str, settings: dict) -> FileResult:
+    """Read, segment and write one image (``<out_dir>/<stem>.tif``); runs on any dask worker.
+
+    ``settings``: channel_axis, channel, and the :class:`SegmentOptions` fields to set.
+    """
+    from .bigdata import _cached_model
+    from .imageio import guess_layout, read_image, write_labels
+    from .normalize import InputError
+    from .predict import DeviceError
+    from .progress import drive
+    from .segment import SegmentOptions, segment_iter
+
+    options = dict(settings)
+    channel_axis, channel = options.pop("channel_axis", None), options.pop("channel", 0)
+    try:
+        image = read_image(path)
+        layout = guess_layout(image.shape, channel_axis, channel)
+        model = _cached_model(model_name)
+        labels = drive(segment_iter(image, model, SegmentOptions(layout=layout, **options)))
+        write_labels(out_dir / f"{path.stem}.tif", labels)
+    except (InputError, DeviceError, OSError) as err:
+        return FileResult(path, error=str(err) if str(path) in str(err) else f"{path}: {err}")
+    return FileResult(path, int(labels.max()))
+
+
+def segment_files_iter(
+    paths: Sequence[Path], out_dir: Path, model_name: str, client, settings: dict
+) -> Generator[FileResult, None, None]:
+    """Segment ``paths`` on a ``dask.distributed.Client``; yields each result as it completes.
+    Closing the generator cancels the files not yet started."""
+    from distributed import as_completed
+
+    futures = [client.submit(segment_file, path, out_dir, model_name, settings, pure=False) for path in paths]
+    try:
+        for _, result in as_completed(futures, with_results=True):
+            yield result
+    except GeneratorExit:
+        client.cancel(futures)
+        raise
