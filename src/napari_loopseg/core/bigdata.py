@@ -158,9 +158,17 @@ def _ring(block: Block, link: int) -> list[tuple[slice, slice]]:
 
 
 def run_block(
-    region: np.ndarray, block: Block, model_name: str, stats, rgb: bool, options: dict, link: int, out
+    source, block: Block, model_name: str, stats, rgb: bool, options: dict, link: int, out
 ) -> BlockResult:
-    """Stage 1 on a worker: segment, keep the ring, write local ids to ``out`` if it is on disk."""
+    """Stage 1 on a worker: segment, keep the ring, write local ids to ``out`` if it is on disk.
+
+    ``source`` is the image, read here over ``block.read`` only (zarr, numpy), or that region
+    already computed by dask (a numpy array of the region's shape, which is the image's shape
+    only when the region is the whole image).
+    """
+    read_shape = tuple(s.stop - s.start for s in block.read)
+    computed = isinstance(source, np.ndarray) and source.shape[:2] == read_shape
+    region = source if computed else source[block.read]
     labels = segment_block(np.asarray(region), block, model_name, stats, rgb, options)
     ring = [(r, labels[_local(r, block.link)].copy()) for r in _ring(block, link)]
     core = labels[_local(block.core, block.link)]
@@ -279,6 +287,7 @@ def segment_large_iter(
     ``dask.distributed.Client``. ``options`` go to the Predictor (device, tile_size, ...).
     """
     import dask
+    import dask.array as da
 
     from .models import load_model
     from .unet import receptive_radius
@@ -293,9 +302,12 @@ def segment_large_iter(
     blocks = plan_blocks(shape, round_up(block_size, loaded.net.multiple), link, halo)
     on_disk = out is not None and not isinstance(out, np.ndarray)
     target = out if on_disk else None
-    lazy = as_dask(image)  # each task depends on its read region only, read where it runs
+    # a dask image as an argument would be computed whole for every task: pass each task its
+    # region instead (dask computes only the chunks it touches); zarr arrays are read in the task
+    lazy = isinstance(image, da.Array)
     stage1 = [
-        dask.delayed(run_block)(lazy[b.read], b, name, stats, rgb, options, link, target) for b in blocks
+        dask.delayed(run_block)(image[b.read] if lazy else image, b, name, stats, rgb, options, link, target)
+        for b in blocks
     ]
     results = yield from _reported(stage1, scheduler, 0.0, 0.9, "block")
     yield SegmentProgress(0.9, "linking objects across blocks")
@@ -315,22 +327,6 @@ def segment_large_iter(
 def segment_large(image, model: str = "nuclei", **kwargs):
     """:func:`segment_large_iter` run to completion (for scripts and the API)."""
     return drive(segment_large_iter(image, model, **kwargs))
-
-
-def as_dask(image):
-    """``image`` as a dask array, so a block's task reads only the chunks its region touches.
-
-    zarr-like arrays keep their own chunks and are referenced in every task (cheap to ship);
-    numpy arrays are one shared piece of the graph.
-    """
-    import dask.array as da
-
-    if isinstance(image, da.Array):
-        return image
-    if isinstance(image, np.ndarray):
-        return da.from_array(image, chunks=DEFAULT_BLOCK)
-    chunks = getattr(image, "chunks", None)
-    return da.from_array(image, chunks=chunks or DEFAULT_BLOCK, inline_array=True, asarray=False)
 
 
 def _strided(image, rgb: bool):

@@ -49,7 +49,6 @@ class _Squeezed:
     def __init__(self, array, lead: int) -> None:
         self.array, self.lead = array, lead
         self.shape, self.dtype = array.shape[lead:], array.dtype
-        self.ndim, self.chunks = len(self.shape), array.chunks[lead:]
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
