@@ -28,6 +28,7 @@ from napari_loopseg.core.metrics import Counts
 from napari_loopseg.core.models import bundled_dir, load_path, make_card, save_model
 from napari_loopseg.core.normalize import Normalization, normalize_plane
 from napari_loopseg.core.predict import Predictor
+from napari_loopseg.core.sizing import Diameters
 from napari_loopseg.core.train import Sample, TrainConfig, train_iter
 from napari_loopseg.core.unet import UNet, UNetConfig
 
@@ -206,6 +207,7 @@ def main() -> None:
             "script": "scripts/train_bundled.py",
         },
         metrics={"dsb2018_val": {**{k: round(v, 4) for k, v in scores.items()}, "images": len(val)}},
+        diameters=Diameters.measure([s.labels for s in train]),
     )
     out = args.out / f"{args.name}.safetensors"
     for stale in (out, out.with_suffix(".json")):

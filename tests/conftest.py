@@ -23,6 +23,7 @@ def tiny_model_file(tmp_path_factory):
     from napari_loopseg.core.models import make_card, save_model
     from napari_loopseg.core.normalize import Normalization, normalize_plane
     from napari_loopseg.core.progress import drive
+    from napari_loopseg.core.sizing import Diameters
     from napari_loopseg.core.synthetic import make_nuclei
     from napari_loopseg.core.train import Sample, TrainConfig, train_iter
     from napari_loopseg.core.unet import UNet, UNetConfig
@@ -35,7 +36,8 @@ def tiny_model_file(tmp_path_factory):
     config = UNetConfig(width=8, depth=2)
     settings = TrainConfig(steps=80, batch_size=4, crop=64, lr=1e-2, device="cpu", precision="fp32")
     net = drive(train_iter(UNet(config), samples, settings))
-    card = make_card("tiny", config, Normalization(), DecodeParams())
+    diameters = Diameters.measure([s.labels for s in samples])
+    card = make_card("tiny", config, Normalization(), DecodeParams(), diameters=diameters)
     return save_model(net, card, tmp_path_factory.mktemp("tiny"))
 
 

@@ -33,6 +33,9 @@ def _segment(args: argparse.Namespace) -> int:
         if not all(is_zarr(p) for p in paths):
             _error("segment zarr stores on their own, not mixed with other files")
             return EXIT_USAGE
+        if args.object_size is not None:
+            _error("--object-size is not supported for zarr stores (block by block) yet")
+            return EXIT_USAGE
         return _segment_zarr(args, paths, model)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.scheduler or args.workers is not None:
@@ -82,8 +85,21 @@ def _segment_files(args: argparse.Namespace, paths: list[Path], model) -> int:
     return EXIT_FAILED if failed else 0
 
 
+def _object_size(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        size = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a diameter in pixels or 'auto', not {text!r}") from None
+    if not size > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return size
+
+
 def _segment_options(args: argparse.Namespace) -> dict:
     return {
+        "object_size": args.object_size,
         "device": args.device,
         "tile_size": args.tile_size,
         "overlap": args.overlap,
@@ -337,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="halo around each tile (default: the network's receptive field, exact)",
     )
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    seg.add_argument(
+        "--object-size",
+        type=_object_size,
+        default=None,
+        metavar="PX|auto",
+        help="typical object diameter in pixels, rescaled to the model's training size; "
+        "'auto' estimates it from a first pass (default: use the image as it is)",
+    )
     seg.add_argument("--batch-size", type=int, default=None, metavar="N", help="tiles per batch")
     seg.add_argument("--channel-axis", type=int, default=None, metavar="A", help="axis holding channels")
     seg.add_argument(

@@ -291,3 +291,21 @@ def test_empty_folder_and_bad_workers(tiny_model, tmp_path, capsys):
     tifffile.imwrite(tmp_path / "one.tif", image)
     assert main(["segment", str(tmp_path / "one.tif"), "--out", str(tmp_path / "out"), "--workers", "0"]) == 2
     assert "--workers must be positive, got 0" in capsys.readouterr().err
+
+
+def test_object_size_option(tiny_model, images, tmp_path, capsys):
+    folder, _ = images
+    out = tmp_path / "out"
+    image = tifffile.imread(folder / "lzw.tif")
+    tifffile.imwrite(folder / "big.tif", np.kron(image, np.ones((2, 2), image.dtype)))
+    args = ["segment", str(folder / "lzw.tif"), str(folder / "big.tif"), "--out", str(out), "--model", "tiny"]
+    median = tiny_model.diameters.median
+    assert main([*args, "--object-size", str(2 * median), "--device", "cpu"]) == 0
+    small, big = tifffile.imread(out / "lzw.tif"), tifffile.imread(out / "big.tif")
+    assert small.shape == (140, 150) and big.shape == (280, 300) and big.max() > 0
+    assert main([*args, "--object-size", "auto"]) == 0
+    for bad in ("-3", "large"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--object-size", bad])
+        assert exit_info.value.code == 2
+    assert "--object-size: must be positive" in capsys.readouterr().err

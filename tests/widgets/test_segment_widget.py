@@ -249,3 +249,33 @@ def test_cancel_leaves_no_store(widget, qtbot, lazy_setup, monkeypatch, tmp_path
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert widget.status.text() == "Cancelled" and not labels_layers(widget.viewer)
     qtbot.waitUntil(lambda: not any((tmp_path / "results").iterdir()), timeout=10_000)
+
+
+def test_object_size_rescales_and_keeps_the_grid(widget, image, qtbot):
+    from napari_loopseg.core.models import load_model
+    from napari_loopseg.core.segment import segment
+    from napari_loopseg.widgets.segment_widget import SIZE_AUTO, SIZE_GIVEN
+
+    big = np.kron(image, np.ones((2, 2), image.dtype))
+    widget.viewer.add_image(big, name="big")
+    widget.select("big")
+    widget.size_mode.setCurrentText(SIZE_GIVEN)
+    assert widget.object_size.isEnabled()
+    median = load_model("tiny").diameters.median
+    widget.object_size.setValue(2 * median)
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(widget.viewer)
+    expected = segment(big, model="tiny", object_size=2 * median)
+    assert layer.data.shape == big.shape and layer.data.max() > 5
+    np.testing.assert_array_equal(layer.data, expected)
+    widget.size_mode.setCurrentText(SIZE_AUTO)
+    assert not widget.object_size.isEnabled() and widget.object_size_option() == "auto"
+
+
+def test_object_size_with_a_block_by_block_layer_is_refused(widget, qtbot, lazy_setup, notifications):
+    from napari_loopseg.widgets.segment_widget import SIZE_AUTO
+
+    widget.size_mode.setCurrentText(SIZE_AUTO)
+    click_segment(widget, qtbot)
+    assert not labels_layers(widget.viewer)
+    assert any("object size is not supported yet" in message for message in notifications)

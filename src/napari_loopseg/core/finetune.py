@@ -20,6 +20,7 @@ from .models import Model, load_model, load_path, make_card, next_version_name, 
 from .normalize import InputError, normalize_plane
 from .predict import Predictor, resolve_device
 from .progress import drive
+from .sizing import Diameters
 from .train import Sample, TrainConfig, TrainProgress, train_iter
 
 #: Defaults for fine-tuning from a few corrected images: short, elastic augmentation on.
@@ -46,6 +47,12 @@ class Pair:
             raise InputError(f"reviewed mask {self.reviewed.shape} does not match labels {self.labels.shape}")
         if np.dtype(self.labels.dtype).kind not in "biu":
             raise InputError(f"labels must be integers, got {self.labels.dtype}")
+
+    def reviewed_objects(self) -> np.ndarray:
+        """The labels of objects the user reviewed (touching the reviewed region), others 0."""
+        if self.reviewed is None:
+            return self.labels
+        return np.where(np.isin(self.labels, self.labels[self.reviewed > 0]), self.labels, 0)
 
     @property
     def reviewed_pixels(self) -> int:
@@ -116,6 +123,7 @@ def finetune_iter(
             "final_loss": None if last is None else round(last.loss, 5),
         },
         metrics={"validation": last.validation} if last is not None and last.validation else {},
+        diameters=Diameters.measure([p.reviewed_objects() for p in train_pairs]) or base_model.diameters,
     )
     return load_path(save_model(net, card))
 

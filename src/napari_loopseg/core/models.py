@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .instances import DecodeParams
 from .normalize import Normalization
+from .sizing import Diameters
 
 if TYPE_CHECKING:  # torch loads lazily: napari imports plugins at start-up
     from .unet import UNet, UNetConfig
@@ -52,6 +53,12 @@ class Model:
     @property
     def decode_params(self) -> DecodeParams:
         return DecodeParams.from_dict(self.card.get("decode", {}))
+
+    @property
+    def diameters(self) -> Diameters | None:
+        """Diameters of the objects it was trained on (None for cards without them)."""
+        data = self.card.get("object_diameters")
+        return Diameters.from_dict(data) if data else None
 
     @property
     def parent(self) -> str | None:
@@ -90,6 +97,7 @@ def make_card(
     parent: str | None = None,
     training: dict | None = None,
     metrics: dict | None = None,
+    diameters: Diameters | None = None,
 ) -> dict:
     return {
         "format": FORMAT,
@@ -101,6 +109,7 @@ def make_card(
         "outputs": ["foreground", "boundary", "distance"],
         "normalization": normalization.to_dict(),
         "decode": decode.to_dict(),
+        "object_diameters": diameters.to_dict() if diameters else None,
         "training": training or {},
         "metrics": metrics or {},
     }
@@ -150,6 +159,8 @@ def load_path(path: str | Path) -> Model:
         config = UNetConfig.from_dict(arch)
         Normalization.from_dict(card.get("normalization", {}))
         DecodeParams.from_dict(card.get("decode", {}))
+        if card.get("object_diameters") is not None:
+            Diameters.from_dict(card["object_diameters"])
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"{path}: invalid model card ({err})") from err
     net = UNet(config)

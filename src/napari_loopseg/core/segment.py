@@ -14,9 +14,10 @@ import numpy as np
 
 from .instances import DecodeParams, decode
 from .models import Model, load_model
-from .normalize import Layout, check_image, iter_planes, normalize_plane
+from .normalize import InputError, Layout, check_image, iter_planes, normalize_plane
 from .predict import DEFAULT_TILE, Predictor
 from .progress import drive
+from .sizing import Diameters, estimated_factor, factor_for, resize_maps, resize_plane, scaled_params
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class SegmentOptions:
     batch_size: int | None = None
     layout: Layout = field(default_factory=Layout)
     decode: DecodeParams | None = None
+    #: Typical object diameter in pixels (the image is rescaled to the model's training size),
+    #: "auto" to estimate it from a first pass, or None to use the image as it is.
+    object_size: float | str | None = None
 
 
 def output_dtype(max_objects: int) -> np.dtype:
@@ -59,6 +63,7 @@ def segment_iter(
 ) -> Generator[SegmentProgress, None, np.ndarray]:
     """Segment every plane of ``image``; returns labels shaped (stack..., H, W)."""
     lead, (height, width) = check_image(image, options.layout)
+    factor = None if options.object_size in (None, "auto") else _given_factor(model, options.object_size)
     predictor = Predictor(
         model.net,
         device=options.device,
@@ -73,12 +78,19 @@ def segment_iter(
     planes: list[tuple[tuple[int, ...], np.ndarray]] = []
     for done, (index, plane) in enumerate(iter_planes(image, options.layout)):
         base = done / n_planes
-        yield SegmentProgress(base, f"plane {done + 1}/{n_planes}: predicting" if lead else "predicting")
-        maps = yield from _scaled(
-            predictor.predict_iter(normalize_plane(plane, options.layout.rgb, norm)), base, n_planes
-        )
-        yield SegmentProgress(base + 0.8 / n_planes, "finding objects")
-        planes.append((index, decode(maps, params)))
+        name = f"plane {done + 1}/{n_planes}: " if lead else ""
+        normalized = normalize_plane(plane, options.layout.rgb, norm)
+        labels = None
+        if factor is None and options.object_size == "auto":
+            yield SegmentProgress(base, f"{name}estimating object size")
+            labels = yield from _segment_plane(predictor, normalized, params, 1.0, base, n_planes)
+            factor = estimated_factor(labels, _diameters(model))
+            if factor != 1.0:
+                labels = None  # the first pass was at the wrong scale
+        if labels is None:
+            yield SegmentProgress(base, f"{name}predicting")
+            labels = yield from _segment_plane(predictor, normalized, params, factor or 1.0, base, n_planes)
+        planes.append((index, labels))
     largest = max(int(labels.max()) for _, labels in planes)
     out = np.zeros((*lead, height, width), output_dtype(largest))
     for index, labels in planes:
@@ -87,10 +99,42 @@ def segment_iter(
     return out
 
 
+def _segment_plane(
+    predictor: Predictor, plane: np.ndarray, params, factor: float, base: float, n_planes: int
+):
+    """Labels of one normalised plane, predicted at ``factor`` times its size."""
+    if factor == 1.0:
+        maps = yield from _scaled(predictor.predict_iter(plane), base, n_planes)
+    else:
+        small = yield from _scaled(predictor.predict_iter(resize_plane(plane, factor)), base, n_planes)
+        maps, params = resize_maps(small, plane.shape), scaled_params(params, factor)
+    yield SegmentProgress(base + 0.8 / n_planes, "finding objects")
+    return decode(maps, params)
+
+
+def _diameters(model: Model) -> Diameters:
+    if model.diameters is None:
+        raise InputError(
+            f"model '{model.name}' does not record its training object size; segment without one"
+        )
+    return model.diameters
+
+
+def _given_factor(model: Model, size) -> float:
+    try:
+        diameter = float(size)
+    except (TypeError, ValueError):
+        raise InputError(f"object size must be a number of pixels or 'auto', not {size!r}") from None
+    if not diameter > 0:
+        raise InputError(f"object size must be positive, got {size}")
+    return factor_for(diameter, _diameters(model))
+
+
 def segment(image, model: str | Model = "nuclei", **options) -> np.ndarray:
     """Instance labels for ``image`` (numpy or dask; 2D, stack, RGB or multichannel).
 
-    ``options``: device, precision, tile_size, overlap, batch_size, rgb, channel_axis, channel.
+    ``options``: device, precision, tile_size, overlap, batch_size, object_size, rgb,
+    channel_axis, channel.
     """
     layout = Layout(
         rgb=bool(options.pop("rgb", False)),

@@ -15,6 +15,7 @@ from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -35,6 +36,7 @@ from .model_selector import ModelSelector
 from .segment_jobs import Job, StoredResult, make_job, run_jobs, warm_up
 
 ALL_PLANES, CURRENT_PLANE = "All planes", "Current plane only"
+SIZE_AS_IS, SIZE_AUTO, SIZE_GIVEN = "As is", "Estimate", "Diameter"
 
 
 class SegmentWidget(QWidget):
@@ -56,6 +58,21 @@ class SegmentWidget(QWidget):
         self.planes = QComboBox()
         self.planes.addItems([ALL_PLANES, CURRENT_PLANE])
         self.planes.setToolTip("For time-lapses and Z stacks: every plane, or the one on screen")
+        self.size_mode = QComboBox()
+        self.size_mode.addItems([SIZE_AS_IS, SIZE_AUTO, SIZE_GIVEN])
+        self.size_mode.setToolTip(
+            "Nuclei much larger or smaller than the model's training data: give their diameter "
+            "(measure one with a Shapes line) or let LoopSeg estimate it from a first pass"
+        )
+        self.object_size = QDoubleSpinBox()
+        self.object_size.setRange(1.0, 2000.0)
+        self.object_size.setDecimals(1)
+        self.object_size.setSuffix(" px")
+        self.object_size.setValue(20.0)
+        self.object_size.setEnabled(False)
+        self.size_mode.currentTextChanged.connect(
+            lambda mode: self.object_size.setEnabled(mode == SIZE_GIVEN)
+        )
         self.tile_size = QSpinBox()
         self.tile_size.setRange(64, 8192)
         self.tile_size.setSingleStep(128)
@@ -75,6 +92,10 @@ class SegmentWidget(QWidget):
         form.addRow("Images", self.layer_list)
         form.addRow("Model", self.models)
         form.addRow("Stacks", self.planes)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.size_mode)
+        size_row.addWidget(self.object_size)
+        form.addRow("Object size", size_row)
         advanced = QCollapsible("Advanced")
         advanced_body = QWidget()
         advanced_form = QFormLayout(advanced_body)
@@ -144,7 +165,14 @@ class SegmentWidget(QWidget):
                 return
         self._jobs, self._stores = jobs, []
         self._model_name = self.models.model_name
-        options = {"device": self.device.currentText(), "tile_size": self.tile_size.value()}
+        if self.object_size_option() is not None and any(job.by_blocks for job in jobs):
+            show_error("LoopSeg: object size is not supported yet for large images segmented block by block")
+            return
+        options = {
+            "device": self.device.currentText(),
+            "tile_size": self.tile_size.value(),
+            "object_size": self.object_size_option(),
+        }
         self.worker = create_worker(run_jobs, jobs, self._model_name, options, _start_thread=False)
         self.worker.yielded.connect(self._on_yielded)
         self.worker.errored.connect(self._on_error)
@@ -154,6 +182,10 @@ class SegmentWidget(QWidget):
         self.progress.setValue(0)
         self.status.setText("Loading model...")
         self.worker.start()
+
+    def object_size_option(self) -> float | str | None:
+        mode = self.size_mode.currentText()
+        return None if mode == SIZE_AS_IS else "auto" if mode == SIZE_AUTO else self.object_size.value()
 
     def _on_yielded(self, item: tuple) -> None:
         kind, index, value = item

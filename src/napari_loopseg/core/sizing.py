@@ -1,0 +1,114 @@
+"""Object size: rescale images so objects reach the network at the size it learned.
+
+Nuclei far larger or smaller than in training are a classic failure of a fixed-scale network.
+A model card records the diameters of its training objects (median and the 5th-95th percentile
+range of images' medians); given the objects' diameter in an image (or estimated from a first
+pass), the plane is resized so they match the median, predicted, and the maps resized back, so
+labels keep the original pixel grid and smooth outlines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .instances import DecodeParams
+
+#: A first pass finding fewer objects than this cannot estimate their size.
+MIN_OBJECTS_TO_ESTIMATE = 5
+#: Rescaling factors are kept to this range (beyond it, the image carries too little detail).
+FACTOR_RANGE = (0.125, 8.0)
+
+
+@dataclass(frozen=True)
+class Diameters:
+    """Training-object diameters in pixels, as stored in a model card."""
+
+    median: float
+    low: float  # 5th percentile of images' median diameters (at most median / 1.5)
+    high: float  # 95th percentile (at least median * 1.5)
+
+    def to_dict(self) -> dict:
+        return {"median": self.median, "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Diameters:
+        values = cls(float(data["median"]), float(data["low"]), float(data["high"]))
+        if not 0 < values.low <= values.median <= values.high:
+            raise ValueError(f"object diameters must satisfy 0 < low <= median <= high: {data}")
+        return values
+
+    @classmethod
+    def measure(cls, label_images: list[np.ndarray]) -> Diameters | None:
+        """From instance label images (None when they hold no objects). The range is at least
+        1.5x either side of the median: training's scale jitter covers that much even when a
+        few corrected images all show one size."""
+        per_object, per_image = [], []
+        for labels in label_images:
+            d = object_diameters(labels)
+            if d.size:
+                per_object.append(d)
+                per_image.append(float(np.median(d)))
+        if not per_object:
+            return None
+        median = float(np.median(np.concatenate(per_object)))
+        low, high = np.percentile(per_image, [5, 95])
+        low, high = min(float(low), median / 1.5), max(float(high), median * 1.5)
+        return cls(round(median, 2), round(low, 2), round(high, 2))
+
+
+def object_diameters(labels: np.ndarray) -> np.ndarray:
+    """Equivalent-circle diameter of every object (pixels)."""
+    areas = np.bincount(np.asarray(labels).ravel().astype(np.int64, copy=False))[1:]
+    return np.sqrt(4 * areas[areas > 0] / np.pi)
+
+
+def factor_for(diameter: float, reference: Diameters) -> float:
+    """Resize factor that brings objects of ``diameter`` pixels to the training median."""
+    if not diameter > 0:
+        raise ValueError(f"object size must be positive, got {diameter}")
+    return float(np.clip(reference.median / diameter, *FACTOR_RANGE))
+
+
+def estimated_factor(first_pass: np.ndarray, reference: Diameters) -> float:
+    """From labels found at the original scale: rescale only when their median diameter lies
+    outside the range the model was trained on (inside it, the model already does its best)."""
+    diameters = object_diameters(first_pass)
+    if diameters.size < MIN_OBJECTS_TO_ESTIMATE:
+        return 1.0
+    median = float(np.median(diameters))
+    if reference.low <= median <= reference.high:
+        return 1.0
+    return factor_for(median, reference)
+
+
+def resize_plane(plane: np.ndarray, factor: float) -> np.ndarray:
+    """A float32 (H, W) plane resized by ``factor`` (antialiased when shrinking)."""
+    shape = tuple(max(1, round(n * factor)) for n in plane.shape)
+    return _resize(plane[None], shape, antialias=factor < 1)[0]
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) probability maps back to the original plane's (H, W)."""
+    return _resize(maps, shape, antialias=maps.shape[1] > shape[0])
+
+
+def _resize(stack: np.ndarray, shape: tuple[int, ...], antialias: bool) -> np.ndarray:
+    import torch  # not at import time: model cards are read on napari's GUI thread
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(stack, np.float32))[None]
+    out = F.interpolate(tensor, size=shape, mode="bilinear", align_corners=False, antialias=antialias)
+    return out[0].numpy()
+
+
+def scaled_params(params: DecodeParams, factor: float) -> DecodeParams:
+    """Area thresholds (set at the model's scale) in the original image's pixels."""
+    area = 1.0 / factor**2
+    return DecodeParams(
+        foreground=params.foreground,
+        seed=params.seed,
+        min_seed_area=max(1, round(params.min_seed_area * area)),
+        min_area=max(1, round(params.min_area * area)),
+    )

@@ -1,0 +1,63 @@
+"""Object size: measured diameters, when to rescale, and rescaling that keeps the pixel grid."""
+
+import numpy as np
+import pytest
+
+from napari_loopseg.core.metrics import Counts
+from napari_loopseg.core.normalize import InputError
+from napari_loopseg.core.segment import segment
+from napari_loopseg.core.sizing import Diameters, estimated_factor, object_diameters
+from napari_loopseg.core.synthetic import make_nuclei
+
+
+def _discs(radius: int, n: int = 6) -> np.ndarray:
+    labels = np.zeros((n * 4 * radius, 4 * radius), np.uint16)
+    yy, xx = np.mgrid[: 4 * radius, : 4 * radius]
+    disc = (yy - 2 * radius) ** 2 + (xx - 2 * radius) ** 2 <= radius**2
+    for i in range(n):
+        labels[i * 4 * radius : (i + 1) * 4 * radius][disc] = i + 1
+    return labels
+
+
+def test_diameters_of_discs():
+    assert np.allclose(object_diameters(_discs(10)), 20, atol=0.5)
+    measured = Diameters.measure([_discs(10), _discs(20), np.zeros((5, 5), np.uint16)])
+    assert measured.median == pytest.approx(30, abs=11) and measured.low < 21 and measured.high > 39
+    one_size = Diameters.measure([_discs(10)])  # a few corrected images: still a tolerant range
+    assert one_size.low == pytest.approx(20 / 1.5, abs=0.3) and one_size.high == pytest.approx(30, abs=0.5)
+    assert Diameters.measure([np.zeros((4, 4), np.uint16)]) is None
+
+
+def test_estimated_factor_rescales_only_outside_the_trained_range():
+    reference = Diameters(median=20, low=10, high=40)
+    assert estimated_factor(_discs(10), reference) == 1.0  # 20 px: inside
+    assert estimated_factor(_discs(40), reference) == pytest.approx(20 / 80, rel=0.02)  # 80 px
+    assert estimated_factor(_discs(3), reference) == pytest.approx(20 / 6, rel=0.1)  # 6 px
+    assert estimated_factor(_discs(40, n=3), reference) == 1.0  # too few objects to tell
+
+
+def _ap50(truth: np.ndarray, labels: np.ndarray) -> float:
+    counts = Counts()
+    counts.add(truth, labels)
+    return counts.ap(0.5)
+
+
+def test_given_size_predicts_at_the_trained_scale_on_the_original_grid(tiny_model):
+    """Nuclei 3x larger than in training, given their size, give the objects the model finds at
+    the trained scale, upsampled: rescaling in, maps back to the original grid, areas scaled."""
+    image, _ = make_nuclei((160, 160), seed=3)
+    big = np.kron(image, np.ones((3, 3), image.dtype))
+    median = tiny_model.diameters.median
+    native = segment(image, model="tiny", object_size=median, precision="fp32")
+    rescued = segment(big, model="tiny", object_size=3 * median, precision="fp32")
+    assert rescued.shape == big.shape and native.max() > 10
+    assert _ap50(np.kron(native, np.ones((3, 3), native.dtype)), rescued) >= 0.9
+    auto = segment(big, model="tiny", object_size="auto", precision="fp32")  # 3x: outside the range
+    assert _ap50(rescued, auto) >= 0.9
+
+
+def test_bad_sizes_are_named(tiny_model):
+    image, _ = make_nuclei((64, 64), seed=1)
+    for size, message in ((0, "must be positive"), ("big", "number of pixels or 'auto'")):
+        with pytest.raises(InputError, match=message):
+            segment(image, model="tiny", object_size=size)
