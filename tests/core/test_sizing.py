@@ -6,7 +6,7 @@ import pytest
 from napari_loopseg.core.metrics import Counts
 from napari_loopseg.core.normalize import InputError
 from napari_loopseg.core.segment import segment
-from napari_loopseg.core.sizing import Diameters, estimated_factor, object_diameters
+from napari_loopseg.core.sizing import Diameters, object_diameters, refined_factor
 from napari_loopseg.core.synthetic import make_nuclei
 
 
@@ -28,12 +28,13 @@ def test_diameters_of_discs():
     assert Diameters.measure([np.zeros((4, 4), np.uint16)]) is None
 
 
-def test_estimated_factor_rescales_only_outside_the_trained_range():
+def test_refined_factor_moves_only_beyond_the_tolerance():
     reference = Diameters(median=20, low=10, high=40)
-    assert estimated_factor(_discs(10), reference) == 1.0  # 20 px: inside
-    assert estimated_factor(_discs(40), reference) == pytest.approx(20 / 80, rel=0.02)  # 80 px
-    assert estimated_factor(_discs(3), reference) == pytest.approx(20 / 6, rel=0.1)  # 6 px
-    assert estimated_factor(_discs(40, n=3), reference) == 1.0  # too few objects to tell
+    assert refined_factor(_discs(11), reference, 1.0) is None  # 22 px: close enough
+    assert refined_factor(_discs(40), reference, 1.0) == pytest.approx(20 / 80, rel=0.02)  # 80 px
+    assert refined_factor(_discs(3), reference, 1.0) == pytest.approx(20 / 6, rel=0.1)  # 6 px
+    assert refined_factor(_discs(40), reference, 0.26) is None  # already there
+    assert refined_factor(_discs(40, n=3), reference, 1.0) is None  # too few objects to tell
 
 
 def _ap50(truth: np.ndarray, labels: np.ndarray) -> float:

@@ -17,7 +17,15 @@ from .models import Model, load_model
 from .normalize import InputError, Layout, check_image, iter_planes, normalize_plane
 from .predict import DEFAULT_TILE, Predictor
 from .progress import drive
-from .sizing import Diameters, estimated_factor, factor_for, resize_maps, resize_plane, scaled_params
+from .sizing import (
+    MAX_PASSES,
+    Diameters,
+    factor_for,
+    refined_factor,
+    resize_maps,
+    resize_plane,
+    scaled_params,
+)
 
 
 @dataclass(frozen=True)
@@ -82,11 +90,7 @@ def segment_iter(
         normalized = normalize_plane(plane, options.layout.rgb, norm)
         labels = None
         if factor is None and options.object_size == "auto":
-            yield SegmentProgress(base, f"{name}estimating object size")
-            labels = yield from _segment_plane(predictor, normalized, params, 1.0, base, n_planes)
-            factor = estimated_factor(labels, _diameters(model))
-            if factor != 1.0:
-                labels = None  # the first pass was at the wrong scale
+            factor, labels = yield from _estimate(predictor, normalized, params, model, base, n_planes, name)
         if labels is None:
             yield SegmentProgress(base, f"{name}predicting")
             labels = yield from _segment_plane(predictor, normalized, params, factor or 1.0, base, n_planes)
@@ -110,6 +114,21 @@ def _segment_plane(
         maps, params = resize_maps(small, plane.shape), scaled_params(params, factor)
     yield SegmentProgress(base + 0.8 / n_planes, "finding objects")
     return decode(maps, params)
+
+
+def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int, name: str):
+    """(factor, labels at it): a pass at the original size, then up to two refinements."""
+    reference, factor = _diameters(model), 1.0
+    yield SegmentProgress(base, f"{name}estimating object size")
+    labels = yield from _segment_plane(predictor, plane, params, factor, base, n_planes)
+    for _ in range(MAX_PASSES - 1):
+        refined = refined_factor(labels, reference, factor)
+        if refined is None:
+            break
+        factor = refined
+        yield SegmentProgress(base, f"{name}estimating object size (x{factor:.2f})")
+        labels = yield from _segment_plane(predictor, plane, params, factor, base, n_planes)
+    return factor, labels
 
 
 def _diameters(model: Model) -> Diameters:

@@ -2,9 +2,9 @@
 
 Nuclei far larger or smaller than in training are a classic failure of a fixed-scale network.
 A model card records the diameters of its training objects (median and the 5th-95th percentile
-range of images' medians); given the objects' diameter in an image (or estimated from a first
-pass), the plane is resized so they match the median, predicted, and the maps resized back, so
-labels keep the original pixel grid and smooth outlines.
+range of images' medians); given the objects' diameter in an image (or estimated from passes of
+the model itself), the plane is resized so they match the median, predicted, and the maps
+resized back, so labels keep the original pixel grid and smooth outlines.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ from .instances import DecodeParams
 
 #: A first pass finding fewer objects than this cannot estimate their size.
 MIN_OBJECTS_TO_ESTIMATE = 5
+#: Estimated sizes within this ratio of the training median are left as they are.
+TOLERANCE = 1.25
+#: Passes at most when estimating: one at the original size, then refinements (a first pass on
+#: nuclei far too large finds fragments, so one estimate undershoots).
+MAX_PASSES = 3
 #: Rescaling factors are kept to this range (beyond it, the image carries too little detail).
 FACTOR_RANGE = (0.125, 8.0)
 
@@ -71,16 +76,14 @@ def factor_for(diameter: float, reference: Diameters) -> float:
     return float(np.clip(reference.median / diameter, *FACTOR_RANGE))
 
 
-def estimated_factor(first_pass: np.ndarray, reference: Diameters) -> float:
-    """From labels found at the original scale: rescale only when their median diameter lies
-    outside the range the model was trained on (inside it, the model already does its best)."""
-    diameters = object_diameters(first_pass)
+def refined_factor(labels: np.ndarray, reference: Diameters, factor: float) -> float | None:
+    """The factor to try next, from ``labels`` found at ``factor`` (in the original pixels), or
+    None when it would change by less than :data:`TOLERANCE` or there are too few objects."""
+    diameters = object_diameters(labels)
     if diameters.size < MIN_OBJECTS_TO_ESTIMATE:
-        return 1.0
-    median = float(np.median(diameters))
-    if reference.low <= median <= reference.high:
-        return 1.0
-    return factor_for(median, reference)
+        return None
+    proposed = factor_for(float(np.median(diameters)), reference)
+    return None if abs(np.log(proposed / factor)) <= np.log(TOLERANCE) else proposed
 
 
 def resize_plane(plane: np.ndarray, factor: float) -> np.ndarray:
