@@ -12,7 +12,6 @@ local cluster, or a dask.distributed cluster.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Generator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +27,9 @@ from .tiling import round_up
 DEFAULT_BLOCK = 2048
 DEFAULT_LINK = 96  # wider than the nuclei the bundled model finds
 STATS_SAMPLE = 4_000_000  # pixels read (strided) for the intensity statistics
+#: Blocks segmented at a time in this process: torch already uses every core within one block;
+#: a second overlaps its reading and decoding. More would only multiply memory.
+LOCAL_BLOCKS = 2
 
 
 @dataclass(frozen=True)
@@ -230,8 +232,9 @@ def run_tasks(tasks: list, scheduler=None) -> Generator[int, None, list]:
     """Compute dask ``tasks``, yielding how many are done; returns their results in order.
 
     With a ``dask.distributed.Client``, progress comes from futures as they complete (closing
-    the generator cancels those not yet run); otherwise tasks go to ``dask.compute`` in batches
-    of a few per thread, so a caller can report progress and stop between batches.
+    the generator cancels those not yet run); otherwise tasks go to ``dask.compute`` (threads by
+    default, :data:`LOCAL_BLOCKS` at a time) in small batches, so a caller can report progress
+    and stop between batches.
     """
     import dask
 
@@ -246,10 +249,13 @@ def run_tasks(tasks: list, scheduler=None) -> Generator[int, None, list]:
             scheduler.cancel(futures)
             raise
         return scheduler.gather(futures)
-    batch = 1 if scheduler in ("sync", "synchronous", "single-threaded") else 2 * (os.cpu_count() or 1)
+    scheduler = scheduler or "threads"
+    local = scheduler in ("threads", "threading")
+    batch = 2 * LOCAL_BLOCKS if local else 1
+    options = {"num_workers": LOCAL_BLOCKS} if local else {}
     results: list = []
     for start in range(0, len(tasks), batch):
-        results += dask.compute(*tasks[start : start + batch], scheduler=scheduler)
+        results += dask.compute(*tasks[start : start + batch], scheduler=scheduler, **options)
         yield len(results)
     return results
 
