@@ -178,8 +178,8 @@ def lazy_setup(widget, monkeypatch):
 
     import napari_loopseg.widgets.segment_jobs as jobs
 
-    monkeypatch.setattr(jobs, "LAZY_PLANE", 256 * 256)
-    monkeypatch.setattr(jobs, "LAZY_BLOCK", 128)
+    monkeypatch.setattr(jobs, "BLOCKWISE_PLANE", 256 * 256)
+    monkeypatch.setattr(jobs, "BLOCK_SIZE", 128)
     monkeypatch.setattr("napari_loopseg.core.bigdata.STATS_SAMPLE", 128 * 128)
     image = make_nuclei((900, 800), seed=21)[0]
     storage = _ChunkLog(image)
@@ -279,3 +279,19 @@ def test_object_size_with_a_block_by_block_layer_is_refused(widget, qtbot, lazy_
     click_segment(widget, qtbot)
     assert not labels_layers(widget.viewer)
     assert any("object size is not supported yet" in message for message in notifications)
+
+
+def test_large_numpy_layer_also_goes_block_by_block(widget, qtbot, monkeypatch):
+    import napari_loopseg.widgets.segment_jobs as jobs
+
+    monkeypatch.setattr(jobs, "BLOCKWISE_PLANE", 256 * 256)
+    monkeypatch.setattr(jobs, "BLOCK_SIZE", 128)
+    image = make_nuclei((600, 500), seed=5)[0]
+    widget.viewer.add_image(image, name="big")
+    stages = []
+    qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
+    widget.worker.yielded.connect(lambda item: stages.append(getattr(item[2], "stage", "")))
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    (layer,) = labels_layers(widget.viewer)
+    assert any(stage.startswith("block ") for stage in stages)
+    _same_objects(image, np.asarray(layer.data))

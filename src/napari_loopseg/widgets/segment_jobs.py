@@ -22,9 +22,10 @@ from ..core.normalize import Layout, check_image
 
 #: Planes larger than this are re-segmented in the visible field of view first.
 LARGE_PLANE = 2048 * 2048
-#: Lazy (dask, zarr) planes larger than this are segmented block by block, never loaded whole.
-LAZY_PLANE = 4096 * 4096
-LAZY_BLOCK = 2048
+#: Planes larger than this are segmented block by block: lazy ones (dask, zarr) are never loaded
+#: whole, and in-memory ones never need whole-plane probability maps (3 floats a pixel).
+BLOCKWISE_PLANE = 4096 * 4096
+BLOCK_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,11 @@ def make_job(viewer: Viewer, layer: Image, current_plane_only: bool) -> Job:
     layout = Layout(rgb=bool(layer.rgb))
     data = layer.data[0] if layer.multiscale else layer.data  # full resolution
     lead, (height, width) = check_image(data, layout)
-    lazy = not isinstance(data, np.ndarray) and height * width > LAZY_PLANE
+    large = height * width > BLOCKWISE_PLANE
     if lead and current_plane_only:
         plane = current_plane(viewer, layer, lead)
-        return Job(layer, data[plane], layout, plane, by_blocks=lazy)
-    return Job(layer, data, layout, by_blocks=lazy and not lead)
+        return Job(layer, data[plane], layout, plane, by_blocks=large)
+    return Job(layer, data, layout, by_blocks=large and not lead)
 
 
 def current_plane(viewer: Viewer, layer, lead: tuple[int, ...]) -> tuple[int, ...]:
@@ -106,7 +107,7 @@ def results_dir() -> Path:
 
 
 def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[tuple, None, object]:
-    """Block-wise segmentation of a lazy plane; to a zarr store when the result is too large."""
+    """Block-wise segmentation of a large plane; to a zarr store when the result is too large."""
     from ..core.bigdata import segment_large_iter
     from ..core.segment import SegmentProgress
     from ..core.zarr_io import add_pyramid, create_labels, ome_meta
@@ -118,11 +119,11 @@ def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[tup
         store = Path(tempfile.mkdtemp(prefix=f"{_safe(job.layer.name)}-", suffix=".zarr", dir=results_dir()))
         shutil.rmtree(store)  # a unique name; zarr creates the store itself
         meta = ome_meta(tuple(job.layer.scale[-2:]), tuple(job.layer.translate[-2:]))
-        out = create_labels(store, shape, LAZY_BLOCK, meta)
+        out = create_labels(store, shape, BLOCK_SIZE, meta)
         yield ("store", index, store)  # napari never closes a cancelled worker: the GUI cleans up
     kwargs = {k: v for k, v in options.items() if k in ("device", "tile_size")}
     gen = segment_large_iter(
-        job.data, str(model.path or model.name), block_size=LAZY_BLOCK, rgb=job.layout.rgb, out=out, **kwargs
+        job.data, str(model.path or model.name), block_size=BLOCK_SIZE, rgb=job.layout.rgb, out=out, **kwargs
     )
     try:
         while True:
@@ -149,7 +150,7 @@ def _safe(name: str) -> str:
 
 def run_jobs(jobs: list[Job], model_name: str, options: dict) -> Generator[tuple, None, None]:
     """Worker body: yields ("progress", index, SegmentProgress) and ("result", index, labels),
-    where labels is an array or, for lazy images too large for memory, a :class:`StoredResult`
+    where labels is an array or, for results too large for memory, a :class:`StoredResult`
     (announced by ("store", index, path) when its writing starts)."""
     from ..core.models import load_model
     from ..core.segment import SegmentOptions, segment_iter
