@@ -31,12 +31,11 @@ def _read(data: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _missed(truth: np.ndarray, pred: np.ndarray) -> list[int]:
     """True object ids with no prediction at IoU > 0.5."""
-    from napari_loopseg.core.metrics import iou_matrix
+    from napari_loopseg.core.metrics import overlaps
 
-    iou = iou_matrix(truth, pred)
-    ids = np.unique(truth)
-    ids = ids[ids != 0]
-    return [int(i) for i, row in zip(ids, iou) if row.size == 0 or row.max() <= 0.5]
+    pairs = overlaps(truth, pred)
+    found = set(pairs.truth[pairs.iou > 0.5].tolist())
+    return [int(i) for i in np.unique(truth) if i != 0 and int(i) not in found]
 
 
 def main() -> None:

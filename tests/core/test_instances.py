@@ -53,3 +53,24 @@ def test_weights_emphasise_touching_and_ignore_unreviewed():
     assert weights[30, 39] > 1  # between the two nuclei
     assert weights[5, 5] == 1
     assert (weights[:, 40:] == 0).all()
+
+
+def test_watershed_by_region_equals_one_global_flood():
+    """Flooding groups of regions apart (on threads) gives the global watershed's objects."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import watershed
+
+    from napari_loopseg.core.instances import watershed_by_region
+    from napari_loopseg.core.metrics import Counts
+    from napari_loopseg.core.synthetic import make_nuclei
+
+    _, truth = make_nuclei((300, 280), seed=4)
+    mask = truth > 0
+    distance = ndi.distance_transform_edt(mask) + np.random.default_rng(0).random(mask.shape) * 1e-3
+    markers, _ = ndi.label(distance > 4)
+    reference = watershed(-distance, markers=markers, mask=mask)
+    regions = watershed_by_region(-distance, markers, mask, tile=40)  # 8 x 7 groups
+    counts = Counts()
+    counts.add(reference, regions)
+    assert reference.max() > 30 and counts.ap(0.9) == 1.0
+    assert (reference == regions).mean() > 0.999

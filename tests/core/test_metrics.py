@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_loopseg.core.metrics import Counts, average_precision, iou_matrix
+from napari_loopseg.core.metrics import Counts, average_precision, overlaps
 
 
 def test_perfect_prediction_scores_one():
@@ -28,9 +28,22 @@ def test_iou_values():
     truth[0:4, 0:4] = 1
     pred = np.zeros_like(truth)
     pred[0:4, 2:6] = 1
-    assert iou_matrix(truth, pred)[0, 0] == pytest.approx(8 / 24)
+    pairs = overlaps(truth, pred)
+    assert pairs.iou.tolist() == pytest.approx([8 / 24]) and (pairs.n_true, pairs.n_pred) == (1, 1)
 
 
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shapes differ"):
-        iou_matrix(np.zeros((4, 4), int), np.zeros((4, 5), int))
+        overlaps(np.zeros((4, 4), int), np.zeros((4, 5), int))
+
+
+def test_overlaps_are_sparse_pairs_with_ids():
+    truth = np.zeros((10, 30), int)
+    truth[:, 0:10], truth[:, 10:20], truth[:, 20:30] = 5, 9, 4
+    pred = np.zeros_like(truth)
+    pred[:, 0:15] = 2  # covers all of 5 and half of 9
+    pairs = overlaps(truth, pred)
+    found = sorted(zip(pairs.truth.tolist(), pairs.pred.tolist(), np.round(pairs.iou, 3).tolist()))
+    assert found == [(5, 2, round(100 / 150, 3)), (9, 2, round(50 / 200, 3))]
+    assert (pairs.n_true, pairs.n_pred) == (3, 1)
+    assert overlaps(truth, np.zeros_like(truth)).iou.size == 0
