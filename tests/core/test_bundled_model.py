@@ -28,6 +28,8 @@ def test_card_is_complete_and_matches_the_file(bundled):
     assert "BBBC038" in card["training"]["data"]
     val = card["metrics"]["dsb2018_val"]
     assert val["ap50"] >= 0.75 and val["images"] == 66
+    sizes = bundled.diameters  # training nuclei, for the object-size option
+    assert 5 < sizes.low < sizes.median < sizes.high < 100
 
 
 def test_segments_the_synthetic_sample_sensibly(bundled):
