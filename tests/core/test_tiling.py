@@ -53,3 +53,14 @@ def test_plan_covers_every_pixel_once():
 def test_large_tile_means_one_tile():
     plan = TilePlan.make((300, 130), tile=4096, halo=24, multiple=8)
     assert len(plan) == 1
+
+
+def test_gpu_batch_follows_free_memory(net, monkeypatch):
+    """The batch holds half the GPU's free memory by the activation estimate, 1 to 32 tiles."""
+    predictor = Predictor(net, device="cpu", tile_size=512)
+    assert predictor.batch_size == 1  # CPU: one tile at a time
+    predictor.device, predictor.dtype = torch.device("cuda"), torch.bfloat16
+    per_tile = 12 * net.config.width * 512**2 * 2
+    for free, expected in ((10 * per_tile, 5), (per_tile, 1), (1000 * per_tile, 32)):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 2 * free))
+        assert predictor._batch_for_free_memory() == expected
