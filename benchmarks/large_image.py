@@ -47,6 +47,7 @@ def main() -> None:
     import distributed
 
     from napari_loopseg.core.bigdata import segment_large
+    from napari_loopseg.core.cluster import local_cluster
     from napari_loopseg.sample_data import sample_path
 
     folder = Path(tempfile.mkdtemp(prefix="loopseg-large-"))
@@ -75,7 +76,7 @@ def main() -> None:
                 time.sleep(0.2)
 
         watcher = threading.Thread(target=sample, daemon=True)
-        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+        cluster = local_cluster(workers)
         with cluster, distributed.Client(cluster) as client:
             watcher.start()
             start = time.perf_counter()

@@ -148,9 +148,9 @@ def _client(args: argparse.Namespace, stack):
         except OSError as err:
             _error(f"cannot reach the dask scheduler at {args.scheduler}: {err}")
             return None
-    cluster = stack.enter_context(
-        distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None)
-    )
+    from .core.cluster import local_cluster
+
+    cluster = stack.enter_context(local_cluster(args.workers))
     return stack.enter_context(distributed.Client(cluster))
 
 

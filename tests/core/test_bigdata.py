@@ -35,9 +35,10 @@ def test_blocks_match_on_a_local_cluster(tiny_model, image):
     distributed = pytest.importorskip("distributed")
     reference = segment(image, model=tiny_model, precision="fp32")
     lazy = da.from_array(image, chunks=100)
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
+    from napari_loopseg.core.cluster import local_cluster
+
+    cluster = local_cluster(2)
+    assert isinstance(cluster, distributed.LocalCluster) and len(cluster.workers) == 2
     with cluster, distributed.Client(cluster) as client:
         blocked = segment_large(lazy, model="tiny", block_size=128, scheduler=client, precision="fp32")
     _same_objects(reference, blocked)
