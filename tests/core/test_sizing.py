@@ -43,7 +43,7 @@ def _ap50(truth: np.ndarray, labels: np.ndarray) -> float:
     return counts.ap(0.5)
 
 
-def test_given_size_predicts_at_the_trained_scale_on_the_original_grid(tiny_model):
+def test_given_size_predicts_at_the_trained_scale_on_the_original_grid(tiny_model, monkeypatch):
     """Nuclei 3x larger than in training, given their size, give the objects the model finds at
     the trained scale, upsampled: rescaling in, maps back to the original grid, areas scaled."""
     image, _ = make_nuclei((160, 160), seed=3)
@@ -55,6 +55,8 @@ def test_given_size_predicts_at_the_trained_scale_on_the_original_grid(tiny_mode
     assert _ap50(np.kron(native, np.ones((3, 3), native.dtype)), rescued) >= 0.9
     auto = segment(big, model="tiny", object_size="auto", precision="fp32")  # 3x: outside the range
     assert _ap50(rescued, auto) >= 0.9
+    monkeypatch.setattr("napari_loopseg.core.segment.ESTIMATE_WINDOW", 200)  # estimated on a window
+    assert _ap50(rescued, segment(big, model="tiny", object_size="auto", precision="fp32")) >= 0.9
 
 
 def test_bad_sizes_are_named(tiny_model):

@@ -52,6 +52,10 @@ class SegmentOptions:
     object_size: float | str | None = None
 
 
+#: Side of the central window in which "auto" object size is estimated.
+ESTIMATE_WINDOW = 1024
+
+
 def output_dtype(max_objects: int) -> np.dtype:
     return np.dtype(np.uint16 if max_objects <= np.iinfo(np.uint16).max else np.uint32)
 
@@ -117,18 +121,22 @@ def _segment_plane(
 
 
 def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int, name: str):
-    """(factor, labels at it): a pass at the original size, then up to two refinements."""
+    """(factor, labels at it or None): passes over the central window of the plane (at most
+    ESTIMATE_WINDOW square, so estimating costs little on large images), first at the original
+    size, then up to two refinements. Labels are returned when the window is the whole plane."""
     reference, factor = _diameters(model), 1.0
+    (h, w), side = plane.shape, ESTIMATE_WINDOW
+    window = plane[max(0, (h - side) // 2) :][:side, max(0, (w - side) // 2) :][:, :side]
     yield SegmentProgress(base, f"{name}estimating object size")
-    labels = yield from _segment_plane(predictor, plane, params, factor, base, n_planes)
+    labels = yield from _segment_plane(predictor, window, params, factor, base, n_planes)
     for _ in range(MAX_PASSES - 1):
         refined = refined_factor(labels, reference, factor)
         if refined is None:
             break
         factor = refined
         yield SegmentProgress(base, f"{name}estimating object size (x{factor:.2f})")
-        labels = yield from _segment_plane(predictor, plane, params, factor, base, n_planes)
-    return factor, labels
+        labels = yield from _segment_plane(predictor, window, params, factor, base, n_planes)
+    return factor, labels if window.shape == plane.shape else None
 
 
 def _diameters(model: Model) -> Diameters:
