@@ -35,6 +35,10 @@ def test_refined_factor_moves_only_beyond_the_tolerance():
     assert refined_factor(_discs(3), reference, 1.0) == pytest.approx(20 / 6, rel=0.1)  # 6 px
     assert refined_factor(_discs(40), reference, 0.26) is None  # already there
     assert refined_factor(_discs(40, n=3), reference, 1.0) is None  # too few objects to tell
+    cut = np.pad(_discs(40), ((0, 0), (10, 0)))
+    for k in range(8):  # objects cut by the edge look small: more of them than whole ones
+        cut[k * 100 : k * 100 + 20, :10] = 100 + k
+    assert refined_factor(cut, reference, 1.0) == pytest.approx(20 / 80, rel=0.05)  # cut ones ignored
 
 
 def _ap50(truth: np.ndarray, labels: np.ndarray) -> float:
