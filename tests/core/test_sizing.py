@@ -35,10 +35,6 @@ def test_refined_factor_moves_only_beyond_the_tolerance():
     assert refined_factor(_discs(3), reference, 1.0) == pytest.approx(20 / 6, rel=0.1)  # 6 px
     assert refined_factor(_discs(40), reference, 0.26) is None  # already there
     assert refined_factor(_discs(40, n=3), reference, 1.0) is None  # too few objects to tell
-    cut = np.pad(_discs(40), ((0, 0), (10, 0)))
-    for k in range(8):  # objects cut by the edge look small: more of them than whole ones
-        cut[k * 100 : k * 100 + 20, :10] = 100 + k
-    assert refined_factor(cut, reference, 1.0) == pytest.approx(20 / 80, rel=0.05)  # cut ones ignored
 
 
 def _ap50(truth: np.ndarray, labels: np.ndarray) -> float:
@@ -47,7 +43,7 @@ def _ap50(truth: np.ndarray, labels: np.ndarray) -> float:
     return counts.ap(0.5)
 
 
-def test_given_size_predicts_at_the_trained_scale_on_the_original_grid(tiny_model, monkeypatch):
+def test_given_size_predicts_at_the_trained_scale_on_the_original_grid(tiny_model):
     """Nuclei 3x larger than in training, given their size, give the objects the model finds at
     the trained scale, upsampled: rescaling in, maps back to the original grid, areas scaled."""
     image, _ = make_nuclei((160, 160), seed=3)
@@ -59,8 +55,6 @@ def test_given_size_predicts_at_the_trained_scale_on_the_original_grid(tiny_mode
     assert _ap50(np.kron(native, np.ones((3, 3), native.dtype)), rescued) >= 0.9
     auto = segment(big, model="tiny", object_size="auto", precision="fp32")  # 3x: outside the range
     assert _ap50(rescued, auto) >= 0.9
-    monkeypatch.setattr("napari_loopseg.core.segment.ESTIMATE_WINDOW", 200)  # estimated on a window
-    assert _ap50(rescued, segment(big, model="tiny", object_size="auto", precision="fp32")) >= 0.9
 
 
 def test_bad_sizes_are_named(tiny_model):

@@ -19,10 +19,8 @@ from .predict import DEFAULT_TILE, Predictor
 from .progress import drive
 from .sizing import (
     MAX_PASSES,
-    MIN_OBJECTS_TO_ESTIMATE,
     Diameters,
     factor_for,
-    object_diameters,
     refined_factor,
     resize_maps,
     resize_plane,
@@ -52,10 +50,6 @@ class SegmentOptions:
     #: Typical object diameter in pixels (the image is rescaled to the model's training size),
     #: "auto" to estimate it from a first pass, or None to use the image as it is.
     object_size: float | str | None = None
-
-
-#: Side of the central window in which "auto" object size is estimated.
-ESTIMATE_WINDOW = 1024
 
 
 def output_dtype(max_objects: int) -> np.dtype:
@@ -123,26 +117,18 @@ def _segment_plane(
 
 
 def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int, name: str):
-    """(factor, labels at it or None): passes over the central window of the plane (at most
-    ESTIMATE_WINDOW square, so estimating costs little on large images; the whole plane when the
-    window holds too few objects), first at the original size, then up to two refinements.
-    Labels are returned when the window is the whole plane."""
+    """(factor, labels at it): a pass at the original size, then up to two refinements."""
     reference, factor = _diameters(model), 1.0
-    (h, w), side = plane.shape, ESTIMATE_WINDOW
-    window = plane[max(0, (h - side) // 2) :][:side, max(0, (w - side) // 2) :][:, :side]
     yield SegmentProgress(base, f"{name}estimating object size")
-    labels = yield from _segment_plane(predictor, window, params, factor, base, n_planes)
-    if window.shape != plane.shape and object_diameters(labels).size < MIN_OBJECTS_TO_ESTIMATE:
-        window = plane  # sparse objects: the window holds too few to tell, look at all of them
-        labels = yield from _segment_plane(predictor, window, params, factor, base, n_planes)
+    labels = yield from _segment_plane(predictor, plane, params, factor, base, n_planes)
     for _ in range(MAX_PASSES - 1):
         refined = refined_factor(labels, reference, factor)
         if refined is None:
             break
         factor = refined
         yield SegmentProgress(base, f"{name}estimating object size (x{factor:.2f})")
-        labels = yield from _segment_plane(predictor, window, params, factor, base, n_planes)
-    return factor, labels if window.shape == plane.shape else None
+        labels = yield from _segment_plane(predictor, plane, params, factor, base, n_planes)
+    return factor, labels
 
 
 def _diameters(model: Model) -> Diameters:

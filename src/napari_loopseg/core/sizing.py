@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from skimage.segmentation import clear_border
 
 from .instances import DecodeParams
 
@@ -79,14 +78,8 @@ def factor_for(diameter: float, reference: Diameters) -> float:
 
 def refined_factor(labels: np.ndarray, reference: Diameters, factor: float) -> float | None:
     """The factor to try next, from ``labels`` found at ``factor`` (in the original pixels), or
-    None when it would change by less than :data:`TOLERANCE` or there are too few objects.
-
-    Objects cut by the edge of ``labels`` are left out when enough others remain: cut ones look
-    small, and in a window of large nuclei they are many."""
-    whole = clear_border(np.asarray(labels))
-    diameters = object_diameters(whole)
-    if diameters.size < MIN_OBJECTS_TO_ESTIMATE:
-        diameters = object_diameters(labels)
+    None when it would change by less than :data:`TOLERANCE` or there are too few objects."""
+    diameters = object_diameters(labels)
     if diameters.size < MIN_OBJECTS_TO_ESTIMATE:
         return None
     proposed = factor_for(float(np.median(diameters)), reference)
