@@ -17,7 +17,6 @@ import csv
 import json
 import platform
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from skimage.filters import gaussian, threshold_otsu
 from skimage.segmentation import watershed
 
 from napari_loopseg.core.instances import decode, relabel_sequential
-from napari_loopseg.core.metrics import Counts
+from napari_loopseg.core.metrics import scorecard, weak_spots
 from napari_loopseg.core.models import load_model
 from napari_loopseg.core.normalize import normalize_plane
 from napari_loopseg.core.predict import Predictor
@@ -67,11 +66,23 @@ def _table(scores: dict) -> str:
         "| method | modality | images | objects | AP@0.5 | AP@0.75 | mean AP |",
         "|---|---|---|---|---|---|---|",
     ]
-    for method, kinds in scores.items():
-        for kind, s in kinds.items():
+    for method, s in scores.items():
+        for kind, k in [*s["by_kind"].items(), ("all", s)]:
             lines.append(
-                f"| {method} | {kind} | {s['images']} | {s['objects']} | {s['ap50']:.3f} | {s['ap75']:.3f} | {s['map']:.3f} |"
+                f"| {method} | {kind} | {k['images']} | {k['objects']} | {k['ap50']:.3f} | {k['ap75']:.3f} | {k['map']:.3f} |"
             )
+    bins = list(next(iter(scores.values()))["recall50_by_diameter"])
+    lines += [
+        "",
+        f"| recall at IoU 0.5, nuclei of diameter | {' | '.join(bins)} |",
+        "|---" * (len(bins) + 1) + "|",
+    ]
+    for method, s in scores.items():
+        by_size = s["recall50_by_diameter"]
+        cells = [
+            f"{by_size[b]['recall']:.3f} ({by_size[b]['objects']})" if b in by_size else "-" for b in bins
+        ]
+        lines.append(f"| {method} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -88,8 +99,7 @@ def main() -> None:
 
     model = load_model(args.model)
     predictor = Predictor(model.net, device=args.device)
-    counts: dict[str, dict[str, Counts]] = {"loopseg": defaultdict(Counts), "classical": defaultdict(Counts)}
-    images: dict[str, int] = defaultdict(int)
+    items: dict[str, list] = {"loopseg": [], "classical": []}
     seconds = {"loopseg": 0.0, "classical": 0.0}
     for image_id, kind in _entries(args.data, args.split or None):
         image = tifffile.imread(args.data / "images" / f"{image_id}.tif")
@@ -101,28 +111,16 @@ def main() -> None:
         start = time.perf_counter()
         baseline = classical(plane)
         seconds["classical"] += time.perf_counter() - start
-        for method, pred in (("loopseg", ours), ("classical", baseline)):
-            for group in (kind, "all"):
-                counts[method][group].add(truth, pred)
-        images[kind] += 1
-        images["all"] += 1
-    scores = {
-        method: {
-            kind: {
-                **{k: round(v, 4) for k, v in c.summary().items()},
-                "images": images[kind],
-                "objects": c.tp[0.5] + c.fn[0.5],
-            }
-            for kind, c in sorted(groups.items(), key=lambda kv: (kv[0] == "all", kv[0]))
-        }
-        for method, groups in counts.items()
-    }
+        items["loopseg"].append((truth, ours, kind))
+        items["classical"].append((truth, baseline, kind))
+    scores = {method: scorecard(triples) for method, triples in items.items()}
     result = {
         "benchmark": "accuracy",
         "data": str(args.data),
         "split": args.split,
         "model": model.name,
         "scores": scores,
+        "weak_spots": weak_spots(scores["loopseg"]),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "device": str(predictor.device),
         "machine": platform.platform(),
@@ -130,6 +128,7 @@ def main() -> None:
     }
     table = _table(scores)
     print(table)
+    print("\n".join(result["weak_spots"]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

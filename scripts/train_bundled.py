@@ -24,7 +24,7 @@ import tifffile
 import torch
 
 from napari_loopseg.core.instances import DecodeParams, decode
-from napari_loopseg.core.metrics import Counts
+from napari_loopseg.core.metrics import Counts, scorecard, weak_spots
 from napari_loopseg.core.models import bundled_dir, load_path, make_card, save_model
 from napari_loopseg.core.normalize import Normalization, normalize_plane
 from napari_loopseg.core.predict import Predictor
@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument(
         "--init", type=Path, default=None, help="start from this model file (same architecture)"
     )
+    parser.add_argument("--note", default=None, help="how this run came about, for the model card")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,7 +135,7 @@ def main() -> None:
             parser.error(f"--init {args.init} has architecture {start.net.config}, not {arch}")
         net.load_state_dict(start.net.state_dict())
     train, _ = load_split(args.data, "train", norm, args.kind_balance)
-    val, _ = load_split(args.data, "val", norm)
+    val, val_kinds = load_split(args.data, "val", norm)
     log.info("loaded %d train, %d val images", len(train), len(val))
 
     state_file, best_file = args.run / "last.pt", args.run / "best.pt"
@@ -184,6 +185,8 @@ def main() -> None:
     maps = predict_maps(net, val)
     params, scores = tune_decode(maps, val)
     log.info("best step %d, tuned %s -> %s", best["step"], params, scores)
+    evaluation = scorecard((s.labels, decode(m, params), kind) for m, s, kind in zip(maps, val, val_kinds))
+    log.info("val by modality and object size: %s", evaluation)
     card = make_card(
         args.name,
         arch,
@@ -205,8 +208,10 @@ def main() -> None:
             "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
             "training_seconds": round(seconds),
             "script": "scripts/train_bundled.py",
+            **({"note": args.note} if args.note else {}),
         },
-        metrics={"dsb2018_val": {**{k: round(v, 4) for k, v in scores.items()}, "images": len(val)}},
+        metrics={"dsb2018_val": evaluation},
+        weak_spots=weak_spots(evaluation),
         diameters=Diameters.measure([s.labels for s in train]),
     )
     out = args.out / f"{args.name}.safetensors"

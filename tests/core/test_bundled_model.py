@@ -28,6 +28,9 @@ def test_card_is_complete_and_matches_the_file(bundled):
     assert "BBBC038" in card["training"]["data"]
     val = card["metrics"]["dsb2018_val"]
     assert val["ap50"] >= 0.75 and val["images"] == 66
+    assert sum(k["images"] for k in val["by_kind"].values()) == 66  # per modality
+    assert sum(b["objects"] for b in val["recall50_by_diameter"].values()) == val["objects"]
+    assert all(isinstance(s, str) and s for s in card["known_weak_spots"])
     sizes = bundled.diameters  # training nuclei, for the object-size option
     assert 5 < sizes.low < sizes.median < sizes.high < 100
 

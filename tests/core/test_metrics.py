@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from napari_loopseg.core.metrics import Counts, average_precision, overlaps
+from napari_loopseg.core.metrics import (
+    Counts,
+    RecallBySize,
+    average_precision,
+    overlaps,
+    scorecard,
+    weak_spots,
+)
 
 
 def test_perfect_prediction_scores_one():
@@ -47,3 +54,37 @@ def test_overlaps_are_sparse_pairs_with_ids():
     assert found == [(5, 2, round(100 / 150, 3)), (9, 2, round(50 / 200, 3))]
     assert (pairs.n_true, pairs.n_pred) == (3, 1)
     assert overlaps(truth, np.zeros_like(truth)).iou.size == 0
+
+
+def test_recall_by_size_counts_found_objects_per_diameter_bin():
+    truth = np.zeros((60, 60), int)
+    truth[0:4, 0:4] = 1  # 16 px: diameter 4.5 (< 10), found
+    truth[0:4, 10:14] = 2  # small, missed
+    truth[20:50, 20:50] = 3  # 900 px: diameter 33.9 (20-40), found only as a fragment
+    pred = np.zeros_like(truth)
+    pred[0:4, 0:4] = 1
+    pred[20:30, 20:50] = 2  # IoU 1/3
+    recall = RecallBySize()
+    recall.add(truth, pred)
+    assert recall.summary() == {
+        "< 10 px": {"objects": 2, "recall": 0.5},
+        "20-40 px": {"objects": 1, "recall": 0.0},
+    }
+
+
+def test_scorecard_splits_by_kind_and_names_weak_spots():
+    good = np.zeros((40, 40), int)
+    good[0:10, 0:10], good[20:30, 20:30] = 1, 2
+    missed = good.copy()
+    items = [
+        (good, good, "fluorescence"),
+        (good, good, "fluorescence"),
+        (missed, np.zeros_like(missed), "stained"),
+    ]
+    scores = scorecard(items)
+    assert (scores["ap50"], scores["images"], scores["objects"]) == (pytest.approx(4 / 6, abs=1e-4), 3, 6)
+    assert scores["by_kind"]["fluorescence"]["ap50"] == 1.0 and scores["by_kind"]["stained"]["ap50"] == 0.0
+    assert scores["recall50_by_diameter"] == {"10-20 px": {"objects": 6, "recall": round(4 / 6, 4)}}
+    spots = weak_spots(scores)
+    assert len(spots) == 1 and spots[0].startswith("stained: AP@0.5 0.000")
+    assert weak_spots(scorecard(items[:2])) == []

@@ -7,6 +7,8 @@ Counts are pooled over objects of all images, so large images weigh by their obj
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,9 +77,94 @@ class Counts:
         }
 
 
+#: Bins of true-object diameter (equivalent circle, pixels) for recall by size.
+DIAMETER_BINS = (0.0, 10.0, 20.0, 40.0, np.inf)
+
+
+@dataclass
+class RecallBySize:
+    """Share of true objects found (IoU > threshold), by their diameter: where a model's
+    size range ends, measured rather than guessed."""
+
+    threshold: float = 0.5
+    edges: tuple[float, ...] = DIAMETER_BINS
+    found: np.ndarray = field(default_factory=lambda: np.zeros(len(DIAMETER_BINS) - 1, int))
+    total: np.ndarray = field(default_factory=lambda: np.zeros(len(DIAMETER_BINS) - 1, int))
+
+    def add(self, truth: np.ndarray, pred: np.ndarray) -> None:
+        pairs = overlaps(truth, pred)
+        ids = np.unique(np.asarray(truth))
+        ids = ids[ids != 0]
+        areas = np.bincount(np.asarray(truth).ravel().astype(np.int64))[ids]
+        bins = np.digitize(np.sqrt(4 * areas / np.pi), self.edges[1:-1])
+        matched = np.isin(ids, pairs.truth[pairs.iou > self.threshold])
+        self.total += np.bincount(bins, minlength=self.total.size)
+        self.found += np.bincount(bins[matched], minlength=self.found.size)
+
+    def summary(self) -> dict[str, dict]:
+        """{"10-20 px": {"objects": n, "recall": r}, ...}; empty bins are left out."""
+        out = {}
+        for k, (lo, hi) in enumerate(zip(self.edges[:-1], self.edges[1:])):
+            if self.total[k]:
+                name = f"< {hi:g} px" if lo == 0 else f">= {lo:g} px" if np.isinf(hi) else f"{lo:g}-{hi:g} px"
+                out[name] = {
+                    "objects": int(self.total[k]),
+                    "recall": round(float(self.found[k] / self.total[k]), 4),
+                }
+        return out
+
+
 def average_precision(truths, preds) -> dict[str, float]:
     """Pooled AP summary over pairs of label images."""
     counts = Counts()
     for truth, pred in zip(truths, preds, strict=True):
         counts.add(truth, pred)
     return counts.summary()
+
+
+def scorecard(items: Iterable[tuple[np.ndarray, np.ndarray, str]]) -> dict:
+    """Scores of (truth, prediction, kind) triples: pooled AP over all, per kind (modality),
+    and recall at IoU 0.5 by object diameter; the figures a model card and a benchmark report."""
+    counts: dict[str, Counts] = defaultdict(Counts)
+    images: dict[str, int] = defaultdict(int)
+    recall = RecallBySize()
+    for truth, pred, kind in items:
+        for group in ("all", kind):
+            counts[group].add(truth, pred)
+        images[kind] += 1
+        recall.add(truth, pred)
+
+    def figures(group: str) -> dict:
+        c = counts[group]
+        n = images[group] if group != "all" else sum(images.values())
+        return {
+            **{k: round(v, 4) for k, v in c.summary().items()},
+            "images": n,
+            "objects": c.tp[0.5] + c.fn[0.5],
+        }
+
+    return {
+        **figures("all"),
+        "by_kind": {kind: figures(kind) for kind in sorted(images)},
+        "recall50_by_diameter": recall.summary(),
+    }
+
+
+def weak_spots(scores: dict, margin: float = 0.1) -> list[str]:
+    """Plain statements of where a :func:`scorecard` falls ``margin`` or more below the whole:
+    modalities by AP@0.5, object sizes by recall."""
+    spots = [
+        f"{kind}: AP@0.5 {s['ap50']:.3f} against {scores['ap50']:.3f} overall ({s['images']} images)"
+        for kind, s in scores["by_kind"].items()
+        if s["ap50"] <= scores["ap50"] - margin
+    ]
+    bins = scores["recall50_by_diameter"]
+    overall = sum(b["recall"] * b["objects"] for b in bins.values()) / max(
+        1, sum(b["objects"] for b in bins.values())
+    )
+    spots += [
+        f"nuclei {name} across: {b['recall']:.0%} found at IoU 0.5 against {overall:.0%} overall ({b['objects']} nuclei)"
+        for name, b in bins.items()
+        if b["recall"] <= overall - margin
+    ]
+    return spots

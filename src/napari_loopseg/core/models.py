@@ -98,6 +98,7 @@ def make_card(
     training: dict | None = None,
     metrics: dict | None = None,
     diameters: Diameters | None = None,
+    weak_spots: list[str] | None = None,
 ) -> dict:
     return {
         "format": FORMAT,
@@ -112,6 +113,7 @@ def make_card(
         "object_diameters": diameters.to_dict() if diameters else None,
         "training": training or {},
         "metrics": metrics or {},
+        "known_weak_spots": weak_spots or [],
     }
 
 
