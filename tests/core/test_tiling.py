@@ -38,16 +38,29 @@ def test_too_small_halo_shows_seams(net):
     assert np.abs(seamy - whole).max() > 1e-2
 
 
-def test_plan_covers_every_pixel_once():
-    plan = TilePlan.make((300, 130), tile=128, halo=24, multiple=8)
-    out = np.zeros((1, 300, 130), np.int32)
+@pytest.mark.parametrize("shape", [(300, 130), (520, 700), (1000, 17)])
+def test_plan_covers_every_pixel_once_with_a_halo_inside_each_tile(shape):
+    halo, tile = 24, 128
+    plan = TilePlan.make(shape, tile=tile, halo=halo, multiple=8)
+    out = np.zeros((1, *shape), np.int32)
     for origin in plan.origins():
-        ones = np.ones((1, *plan.tile_shape), np.int32)
         region = np.zeros_like(out)
-        plan.place(region, ones, origin)
+        plan.place(region, np.ones((1, *plan.tile_shape), np.int32), origin)
         out += region
+        # a kept pixel is at least a halo from every tile edge that is not the image's edge
+        ys, xs = np.nonzero(region[0])
+        for kept, start, axis in ((ys, origin[0], plan.y), (xs, origin[1], plan.x)):
+            assert start == 0 or kept.min() - start >= halo
+            assert start + axis.tile == axis.padded or start + axis.tile - kept.max() > halo
     assert (out == 1).all()
     assert all(y % 8 == 0 and x % 8 == 0 for y, x in plan.origins())
+    assert max(plan.tile_shape) <= tile
+
+
+def test_tiles_are_not_padded_beyond_the_pooling_multiple():
+    """The image edge is the network's edge: a 2048 px axis costs 3 tiles of 832, not of 1024."""
+    plan = TilePlan.make((2048, 250), tile=1024, halo=112, multiple=16)
+    assert plan.tile_shape == (832, 256) and len(plan) == 3
 
 
 def test_large_tile_means_one_tile():

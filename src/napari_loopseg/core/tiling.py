@@ -1,8 +1,12 @@
-"""Overlap-tile plan (Ronneberger et al. 2015): mirror-pad, cut tiles with a halo, keep centres.
+"""Overlap-tile plan: cut a plane into tiles that overlap by twice the halo, keep their centres.
 
-With a halo at least the network's receptive radius and tile origins on the network's pooling
-grid, each kept centre is bit-for-bit what whole-image prediction computes there (up to float
-summation order), so the stitched maps equal whole-image prediction.
+Neighbouring tiles overlap by at least twice the network's receptive radius and start on its
+pooling grid, so each kept part is what one whole-image forward computes there (up to float
+summation order): the stitched maps equal whole-image prediction. The image border is the
+network's border, as it was for the training crops: the plane is only padded up to the pooling
+multiple. Mirror-padding by the receptive radius (the U-Net paper's choice, 112 px here) more
+than doubled the network's work on typical 256-1000 px images and did not change the val
+figures (AP@0.5 0.8054 with it, 0.8076 without).
 """
 
 from __future__ import annotations
@@ -20,38 +24,37 @@ def round_up(value: int, multiple: int) -> int:
 
 @dataclass(frozen=True)
 class AxisPlan:
-    """Tiling of one axis: ``count`` tiles of ``tile`` pixels whose centres of ``core`` abut."""
+    """Tiling of one axis: tiles of ``tile`` pixels at ``starts``; tile i keeps
+    ``[cuts[i], cuts[i + 1])`` (image coordinates, clipped to ``size``)."""
 
     size: int
-    halo: int
+    padded: int
     tile: int
-    core: int
-    count: int
-
-    @property
-    def padded(self) -> int:
-        return self.count * self.core + 2 * self.halo
+    starts: tuple[int, ...]
+    cuts: tuple[int, ...]
 
 
 def plan_axis(size: int, tile: int, halo: int, multiple: int) -> AxisPlan:
-    """Fewest tiles of at most ``tile`` pixels, balanced so the last one is not mostly padding.
+    """Fewest tiles of at most ``tile`` pixels, evenly sized, overlapping by at least 2 halos.
 
-    One tile when the whole axis fits. Otherwise ``n`` tiles share the axis evenly: 2048 px with
-    1024 px tiles and a 112 px halo gives 3 tiles of 912, not 3 of 1024 (25% less compute).
+    One tile when the (padded) axis fits: 2048 px with 1024 px tiles and a 112 px halo gives
+    3 tiles of 832, not 3 of 1024.
     """
     halo = round_up(halo, multiple)
-    whole = round_up(size + 2 * halo, multiple)
+    padded = round_up(size, multiple)
     tile = max(tile // multiple * multiple, 2 * halo + multiple)
-    if whole <= tile:
-        return AxisPlan(size, halo, whole, whole - 2 * halo, 1)
-    count = math.ceil(size / (tile - 2 * halo))
-    core = round_up(math.ceil(size / count), multiple)
-    return AxisPlan(size, halo, core + 2 * halo, core, count)
+    if padded <= tile:
+        return AxisPlan(size, padded, padded, (0,), (0, padded))
+    count = math.ceil((padded - 2 * halo) / (tile - 2 * halo))
+    length = round_up(math.ceil((padded + 2 * (count - 1) * halo) / count), multiple)
+    starts = [i * (length - 2 * halo) for i in range(count - 1)] + [padded - length]
+    cuts = [0] + [(starts[i - 1] + length + starts[i]) // 2 for i in range(1, count)] + [padded]
+    return AxisPlan(size, padded, length, tuple(starts), tuple(cuts))
 
 
 @dataclass(frozen=True)
 class TilePlan:
-    """Where tiles come from in the mirror-padded plane and where their centres go."""
+    """Where tiles come from in the padded plane and which part of each is kept."""
 
     y: AxisPlan
     x: AxisPlan
@@ -65,26 +68,27 @@ class TilePlan:
         return self.y.tile, self.x.tile
 
     def __len__(self) -> int:
-        return self.y.count * self.x.count
+        return len(self.y.starts) * len(self.x.starts)
 
     def pad(self, plane: np.ndarray) -> np.ndarray:
-        """Mirror-pad a (C, H, W) plane so every tile lies inside it."""
-        pad_y = (self.y.halo, self.y.padded - self.y.halo - self.y.size)
-        pad_x = (self.x.halo, self.x.padded - self.x.halo - self.x.size)
+        """Mirror-pad a (C, H, W) plane at its far edges up to the pooling multiple."""
+        pad_y, pad_x = (0, self.y.padded - self.y.size), (0, self.x.padded - self.x.size)
         mode = "reflect" if min(plane.shape[-2:]) > 1 else "edge"
         return np.pad(plane, ((0, 0), pad_y, pad_x), mode=mode)
 
     def origins(self) -> Iterator[tuple[int, int]]:
-        """Top-left corner of each tile in padded coordinates (= its centre's in the image)."""
-        for i in range(self.y.count):
-            for j in range(self.x.count):
-                yield i * self.y.core, j * self.x.core
+        """Top-left corner of each tile in the padded plane (row by row)."""
+        for y in self.y.starts:
+            for x in self.x.starts:
+                yield y, x
 
     def place(self, out: np.ndarray, tile_out: np.ndarray, origin: tuple[int, int]) -> None:
-        """Copy a predicted tile's centre into the (C, H, W) output."""
+        """Copy the kept part of a predicted tile into the (C, H, W) output."""
+        (y0, y1), (x0, x1) = _kept(self.y, origin[0]), _kept(self.x, origin[1])
         oy, ox = origin
-        h = min(self.y.core, self.y.size - oy)
-        w = min(self.x.core, self.x.size - ox)
-        out[:, oy : oy + h, ox : ox + w] = tile_out[
-            :, self.y.halo : self.y.halo + h, self.x.halo : self.x.halo + w
-        ]
+        out[:, y0:y1, x0:x1] = tile_out[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+
+
+def _kept(axis: AxisPlan, start: int) -> tuple[int, int]:
+    i = axis.starts.index(start)
+    return axis.cuts[i], min(axis.cuts[i + 1], axis.size)
