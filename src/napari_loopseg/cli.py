@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .core.tiling import DEFAULT_TILE
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -343,7 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="nuclei", help="model name (see `loopseg models`) or .safetensors file"
     )
     seg.add_argument(
-        "--tile-size", type=int, default=1024, metavar="N", help="tile side in pixels (default 1024)"
+        "--tile-size",
+        type=int,
+        default=DEFAULT_TILE,
+        metavar="N",
+        help=f"largest tile side in pixels (default {DEFAULT_TILE})",
     )
     seg.add_argument(
         "--overlap",

@@ -19,12 +19,11 @@ import torch
 from torch import nn
 
 from .progress import drive
-from .tiling import TilePlan, round_up
+from .tiling import DEFAULT_TILE, TilePlan, round_up
 from .unet import UNet, receptive_radius
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TILE = 1024
 #: Bytes of live activations per tile pixel, per unit of network width, per byte of precision.
 ACTIVATION_FACTOR = 12
 

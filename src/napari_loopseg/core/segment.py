@@ -15,7 +15,7 @@ import numpy as np
 from .instances import DecodeParams, decode
 from .models import Model, load_model
 from .normalize import InputError, Layout, check_image, iter_planes, normalize_plane
-from .predict import DEFAULT_TILE, Predictor
+from .predict import Predictor
 from .progress import drive
 from .sizing import (
     MAX_PASSES,
@@ -26,6 +26,7 @@ from .sizing import (
     resize_plane,
     scaled_params,
 )
+from .tiling import DEFAULT_TILE
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from ..core.normalize import InputError
+from ..core.tiling import DEFAULT_TILE
 from .active_model import active_model
 from .layer_results import put_result, put_stored_result
 from .model_selector import ModelSelector
@@ -76,7 +77,7 @@ class SegmentWidget(QWidget):
         self.tile_size = QSpinBox()
         self.tile_size.setRange(64, 8192)
         self.tile_size.setSingleStep(128)
-        self.tile_size.setValue(1024)
+        self.tile_size.setValue(DEFAULT_TILE)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.segment_button = QPushButton("Segment")
