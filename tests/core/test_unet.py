@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from napari_loopseg.core.unet import UNet, UNetConfig, receptive_radius
+from napari_loopseg.core.unet import UNet, UNetConfig, fused_for_inference, receptive_radius
 
 
 @pytest.mark.parametrize("depth", [2, 3])
@@ -33,3 +33,23 @@ def test_config_rejects_nonsense():
         UNetConfig.from_dict({"in_channels": 1, "out_channels": 3, "width": 4, "depth": 40})
     with pytest.raises(ValueError):
         UNetConfig.from_dict({"in_channels": 1, "width": 4, "depth": 2})
+
+
+def test_fused_network_computes_the_same_maps_and_leaves_the_original_alone():
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(width=4, depth=2))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # statistics far from identity
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.2, 3.0)
+            m.weight.data.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-1, 1)
+    net.train()
+    fused = fused_for_inference(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert net.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    x = torch.rand(2, 1, 32, 48)
+    with torch.no_grad():
+        expected = net.eval()(x)
+        assert (expected - fused(x)).abs().max() < 1e-4
+        assert (expected - UNet(net.config).eval()(x)).abs().max() > 1e-2  # the check can fail

@@ -20,7 +20,7 @@ from torch import nn
 
 from .progress import drive
 from .tiling import DEFAULT_TILE, TilePlan, round_up
-from .unet import UNet, receptive_radius
+from .unet import UNet, fused_for_inference, receptive_radius
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Predictor:
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(self.device, precision)
-        self.net: nn.Module = net.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.net: nn.Module = fused_for_inference(net).to(self.device).to(memory_format=torch.channels_last)
         self.multiple = net.multiple
         self.halo = round_up(halo if halo is not None else receptive_radius(net.config), self.multiple)
         if self.halo < receptive_radius(net.config):

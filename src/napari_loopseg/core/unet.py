@@ -8,6 +8,7 @@ prediction exactly: see :func:`receptive_radius`.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 
 import torch
@@ -87,6 +88,22 @@ class UNet(nn.Module):
         for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
             x = merge(torch.cat([up(x), skip], dim=1))
         return self.head(x)
+
+
+def fused_for_inference(net: UNet) -> UNet:
+    """An eval-mode copy with each BatchNorm folded into the convolution before it.
+
+    The same function, less work: at 4096^2 on a CPU, BatchNorm took 11% of the forward. The
+    caller's network is left as it is (it may still be training).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(net).eval()
+    for block in (*fused.down, fused.bottom, *fused.merge):
+        for conv in (0, 3):  # Conv2d, BatchNorm2d, ReLU, Conv2d, BatchNorm2d, ReLU
+            block[conv] = fuse_conv_bn_eval(block[conv], block[conv + 1])
+            block[conv + 1] = nn.Identity()
+    return fused
 
 
 def receptive_radius(config: UNetConfig) -> int:
