@@ -56,7 +56,9 @@ class Counts:
     fn: dict[float, int] = field(default_factory=lambda: {t: 0 for t in THRESHOLDS})
 
     def add(self, truth: np.ndarray, pred: np.ndarray) -> None:
-        pairs = overlaps(truth, pred)
+        self.add_overlaps(overlaps(truth, pred))
+
+    def add_overlaps(self, pairs: Overlaps) -> None:
         for t in THRESHOLDS:
             tp = int((pairs.iou > t).sum())  # above 0.5, a match is unique
             self.tp[t] += tp
@@ -92,7 +94,9 @@ class RecallBySize:
     total: np.ndarray = field(default_factory=lambda: np.zeros(len(DIAMETER_BINS) - 1, int))
 
     def add(self, truth: np.ndarray, pred: np.ndarray) -> None:
-        pairs = overlaps(truth, pred)
+        self.add_overlaps(truth, overlaps(truth, pred))
+
+    def add_overlaps(self, truth: np.ndarray, pairs: Overlaps) -> None:
         ids = np.unique(np.asarray(truth))
         ids = ids[ids != 0]
         areas = np.bincount(np.asarray(truth).ravel().astype(np.int64))[ids]
@@ -129,10 +133,11 @@ def scorecard(items: Iterable[tuple[np.ndarray, np.ndarray, str]]) -> dict:
     images: dict[str, int] = defaultdict(int)
     recall = RecallBySize()
     for truth, pred, kind in items:
+        pairs = overlaps(truth, pred)  # once per image, for every tally
         for group in ("all", kind):
-            counts[group].add(truth, pred)
+            counts[group].add_overlaps(pairs)
         images[kind] += 1
-        recall.add(truth, pred)
+        recall.add_overlaps(truth, pairs)
 
     def figures(group: str) -> dict:
         c = counts[group]

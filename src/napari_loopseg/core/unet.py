@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,6 @@ def fused_for_inference(net: UNet) -> UNet:
     The same function, less work: at 4096^2 on a CPU, BatchNorm took 11% of the forward. The
     caller's network is left as it is (it may still be training).
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     fused = copy.deepcopy(net).eval()
     for block in (*fused.down, fused.bottom, *fused.merge):
         for conv in (0, 3):  # Conv2d, BatchNorm2d, ReLU, Conv2d, BatchNorm2d, ReLU
