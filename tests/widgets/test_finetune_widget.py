@@ -12,13 +12,14 @@ from napari_loopseg.widgets.segment_widget import SegmentWidget
 
 
 @pytest.fixture
-def widgets(make_napari_viewer, tiny_model, qtbot):
+def widgets(make_napari_viewer, open_widget, tiny_model, qtbot):
+    """The raw viewer (what the user acts on) and both widgets, opened as the Plugins menu does."""
     viewer = make_napari_viewer()
-    segment = SegmentWidget(viewer)
-    finetune = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(segment)
-    viewer.window.add_dock_widget(finetune)
+    segment = open_widget(viewer, "Segment")
+    finetune = open_widget(viewer, "Fine-tune")
+    assert isinstance(segment, SegmentWidget) and isinstance(finetune, FinetuneWidget)
     segment.models.active.set("tiny")
+    assert finetune.models.model_name == "tiny"  # one active model per viewer, shared
     finetune.steps.setValue(4)
     finetune.batch.setValue(2)
     finetune.device.setCurrentText("cpu")

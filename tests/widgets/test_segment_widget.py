@@ -2,6 +2,7 @@ import threading
 
 import numpy as np
 import pytest
+from napari.layers import Labels
 from qtpy.QtCore import Qt
 
 from napari_loopseg.core.synthetic import make_nuclei
@@ -14,10 +15,14 @@ def image():
 
 
 @pytest.fixture
-def widget(make_napari_viewer, tiny_model, qtbot):
-    viewer = make_napari_viewer()
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget)
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, open_widget, tiny_model, qtbot):
+    widget = open_widget(viewer, "Segment")
+    assert isinstance(widget, SegmentWidget)
     widget.models.refresh()
     widget.models.active.set("tiny")
     assert widget.models.model_name == "tiny"
@@ -30,11 +35,10 @@ def click_segment(widget, qtbot):
 
 
 def labels_layers(viewer):
-    return [layer for layer in viewer.layers if layer._type_string == "labels"]
+    return [layer for layer in viewer.layers if isinstance(layer, Labels)]
 
 
-def test_click_segment_adds_labels(widget, image, qtbot):
-    viewer = widget.viewer
+def test_click_segment_adds_labels(widget, viewer, image, qtbot):
     viewer.add_image(image, name="cells", scale=(0.5, 0.5))
     widget.select("cells")
     click_segment(widget, qtbot)
@@ -45,8 +49,7 @@ def test_click_segment_adds_labels(widget, image, qtbot):
     assert widget.progress.value() == widget.progress.maximum()
 
 
-def test_second_click_replaces_own_result_undoably(widget, image, qtbot):
-    viewer = widget.viewer
+def test_second_click_replaces_own_result_undoably(widget, viewer, image, qtbot):
     layer_image = viewer.add_image(image, name="cells")
     click_segment(widget, qtbot)
     (layer,) = labels_layers(viewer)
@@ -59,8 +62,7 @@ def test_second_click_replaces_own_result_undoably(widget, image, qtbot):
     assert np.array_equal(layer.data, first)
 
 
-def test_edited_result_is_never_overwritten(widget, image, qtbot):
-    viewer = widget.viewer
+def test_edited_result_is_never_overwritten(widget, viewer, image, qtbot):
     viewer.add_image(image, name="cells")
     click_segment(widget, qtbot)
     (layer,) = labels_layers(viewer)
@@ -73,8 +75,7 @@ def test_edited_result_is_never_overwritten(widget, image, qtbot):
     assert layers[1].data[5, 5] != 999
 
 
-def test_several_layers_at_once(widget, image, qtbot):
-    viewer = widget.viewer
+def test_several_layers_at_once(widget, viewer, image, qtbot):
     viewer.add_image(image, name="a")
     viewer.add_image(image[::-1].copy(), name="b")
     widget.select("a", "b")
@@ -82,17 +83,16 @@ def test_several_layers_at_once(widget, image, qtbot):
     assert sorted(layer.name for layer in labels_layers(viewer)) == ["a labels", "b labels"]
 
 
-def test_rgb_image(widget, image, qtbot):
+def test_rgb_image(widget, viewer, image, qtbot):
     grey = (image / image.max() * 255).astype(np.uint8)
     rgb = np.stack([255 - grey] * 3, axis=-1)  # dark nuclei on bright: brightfield-like
-    widget.viewer.add_image(rgb, name="stain", rgb=True)
+    viewer.add_image(rgb, name="stain", rgb=True)
     click_segment(widget, qtbot)
-    (layer,) = labels_layers(widget.viewer)
+    (layer,) = labels_layers(viewer)
     assert layer.data.shape == image.shape
 
 
-def test_current_plane_only(widget, image, qtbot):
-    viewer = widget.viewer
+def test_current_plane_only(widget, viewer, image, qtbot):
     viewer.add_image(np.stack([image, image[::-1], image]), name="stack")
     viewer.dims.set_current_step(0, 1)
     widget.planes.setCurrentText(CURRENT_PLANE)
@@ -102,8 +102,7 @@ def test_current_plane_only(widget, image, qtbot):
     assert layer.data[1].max() > 0 and layer.data[0].max() == 0 and layer.data[2].max() == 0
 
 
-def test_bad_input_notifies_and_changes_nothing(widget, qtbot, notifications):
-    viewer = widget.viewer
+def test_bad_input_notifies_and_changes_nothing(widget, viewer, qtbot, notifications):
     viewer.add_image(np.zeros((3, 3), np.float32), name="speck")
     before = list(viewer.layers)
     qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
@@ -112,18 +111,18 @@ def test_bad_input_notifies_and_changes_nothing(widget, qtbot, notifications):
     assert any("too small" in message and "speck" in message for message in notifications)
 
 
-def test_window_result_replaces_only_that_window(widget, image, qtbot):
+def test_window_result_replaces_only_that_window(widget, viewer, image, qtbot):
     """Re-segmenting the visible part first: only the window changes, undoably."""
     from napari_loopseg.widgets.layer_results import put_result
 
-    viewer = widget.viewer
     layer_image = viewer.add_image(image, name="cells")
     click_segment(widget, qtbot)
     (layer,) = labels_layers(viewer)
     before = layer.data.copy()
     window = (slice(10, 40), slice(20, 70))
     patch = np.full((30, 50), 7, before.dtype)
-    assert put_result(viewer, layer_image, patch, "tiny", window=window) is layer
+    image_seen_by_plugin = widget.viewer.layers[layer_image.name]  # a proxy, as the widget has it
+    assert put_result(widget.viewer, image_seen_by_plugin, patch, "tiny", window=window) == layer
     assert (layer.data[window] == 7).all()
     outside = np.ones(before.shape, bool)
     outside[window] = False
@@ -132,28 +131,26 @@ def test_window_result_replaces_only_that_window(widget, image, qtbot):
     assert np.array_equal(layer.data, before)
 
 
-def test_visible_window_follows_the_camera(widget, image):
+def test_visible_window_follows_the_camera(widget, viewer, image):
     from napari_loopseg.widgets.segment_jobs import visible_window
 
-    viewer = widget.viewer
-    layer = viewer.add_image(np.zeros((1000, 1200), np.uint16), name="big")
+    viewer.add_image(np.zeros((1000, 1200), np.uint16), name="big")
     viewer.reset_view()
-    assert visible_window(viewer, layer, (1000, 1200)) is None  # everything is on screen
+    seen, layer = widget.viewer, widget.viewer.layers["big"]  # as the plugin sees them
+    assert visible_window(seen, layer, (1000, 1200)) is None  # everything is on screen
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.zoom *= 8
-    window = visible_window(viewer, layer, (1000, 1200))
+    window = visible_window(seen, layer, (1000, 1200))
     assert window is not None
     height, width = window[0].stop - window[0].start, window[1].stop - window[1].start
     assert 0 < height * width < 0.2 * 1000 * 1200
 
 
-def test_active_model_is_remembered(make_napari_viewer, tiny_model):
-    from napari_loopseg.widgets.active_model import active_model
-
-    first = make_napari_viewer()
-    active_model(first).set("tiny")
-    second = make_napari_viewer()
-    assert active_model(second).name == "tiny"
+def test_active_model_is_remembered(make_napari_viewer, open_widget, tiny_model):
+    first = open_widget(make_napari_viewer(), "Segment")
+    first.models.active.set("tiny")
+    second = open_widget(make_napari_viewer(), "Segment")
+    assert second.models.model_name == "tiny"
 
 
 class _ChunkLog:
@@ -171,7 +168,7 @@ class _ChunkLog:
 
 
 @pytest.fixture
-def lazy_setup(widget, monkeypatch):
+def lazy_setup(widget, viewer, monkeypatch):
     """A 900x800 dask-backed layer, "large" with blocks scaled down for a test; records the
     chunks the worker reads and the largest array it materialises from the dask layer."""
     import dask.array as da
@@ -193,7 +190,7 @@ def lazy_setup(widget, monkeypatch):
 
     monkeypatch.setattr(da.Array, "__array__", logged)
     lazy = da.from_array(storage, chunks=100, asarray=False)
-    widget.viewer.add_image(lazy, name="lazy", contrast_limits=(0, int(image.max())))
+    viewer.add_image(lazy, name="lazy", contrast_limits=(0, int(image.max())))
     return image, storage, materialised
 
 
@@ -206,11 +203,11 @@ def _same_objects(image: np.ndarray, labels: np.ndarray) -> None:
     assert labels.max() > 10 and counts.ap(0.9) >= 0.99
 
 
-def test_dask_layer_is_segmented_block_by_block(widget, qtbot, lazy_setup):
+def test_dask_layer_is_segmented_block_by_block(widget, viewer, qtbot, lazy_setup):
     """The worker reads the dask layer chunk by chunk and block by block, never all of it at once."""
     image, storage, materialised = lazy_setup
     click_segment(widget, qtbot)
-    (layer,) = labels_layers(widget.viewer)
+    (layer,) = labels_layers(viewer)
     assert materialised and max(materialised) < image.size / 4  # one block (with margins) at a time
     assert storage.worker_reads and max(storage.worker_reads) <= 100 * 100  # dask chunks
     # each chunk is read by the few blocks whose margins reach it, plus the strided statistics
@@ -218,7 +215,7 @@ def test_dask_layer_is_segmented_block_by_block(widget, qtbot, lazy_setup):
     _same_objects(image, np.asarray(layer.data))
 
 
-def test_result_too_large_for_memory_goes_to_zarr(widget, qtbot, lazy_setup, monkeypatch, tmp_path):
+def test_result_too_large_for_memory_goes_to_zarr(widget, viewer, qtbot, lazy_setup, monkeypatch, tmp_path):
     import napari_loopseg.widgets.segment_jobs as jobs
 
     image, _, _ = lazy_setup
@@ -226,18 +223,18 @@ def test_result_too_large_for_memory_goes_to_zarr(widget, qtbot, lazy_setup, mon
     monkeypatch.setattr(jobs, "results_dir", lambda: tmp_path / "results")
     monkeypatch.setattr("napari_loopseg.core.zarr_io.add_pyramid.__defaults__", (256,))
     click_segment(widget, qtbot)
-    (layer,) = labels_layers(widget.viewer)
+    (layer,) = labels_layers(viewer)
     (store,) = (tmp_path / "results").iterdir()
     assert layer.multiscale and [level.shape for level in layer.data] == [(900, 800), (450, 400), (225, 200)]
     assert type(layer.data[0]).__module__.startswith("zarr")  # read lazily from disk
     assert f"{layer.data[0].attrs['max_label']} objects" in widget.status.text()
     _same_objects(image, np.asarray(layer.data[0]))
     np.testing.assert_array_equal(layer.data[1], np.asarray(layer.data[0])[::2, ::2])
-    widget.viewer.layers.remove(layer)
+    viewer.layers.remove(layer)
     assert not store.exists()
 
 
-def test_cancel_leaves_no_store(widget, qtbot, lazy_setup, monkeypatch, tmp_path):
+def test_cancel_leaves_no_store(widget, viewer, qtbot, lazy_setup, monkeypatch, tmp_path):
     import napari_loopseg.widgets.segment_jobs as jobs
 
     monkeypatch.setattr(jobs, "result_fits_in_memory", lambda shape: False)
@@ -247,24 +244,24 @@ def test_cancel_leaves_no_store(widget, qtbot, lazy_setup, monkeypatch, tmp_path
     assert any((tmp_path / "results").iterdir())  # the store is being written
     qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    assert widget.status.text() == "Cancelled" and not labels_layers(widget.viewer)
+    assert widget.status.text() == "Cancelled" and not labels_layers(viewer)
     qtbot.waitUntil(lambda: not any((tmp_path / "results").iterdir()), timeout=10_000)
 
 
-def test_object_size_rescales_and_keeps_the_grid(widget, image, qtbot):
+def test_object_size_rescales_and_keeps_the_grid(widget, viewer, image, qtbot):
     from napari_loopseg.core.models import load_model
     from napari_loopseg.core.segment import segment
     from napari_loopseg.widgets.segment_widget import SIZE_AUTO, SIZE_GIVEN
 
     big = np.kron(image, np.ones((2, 2), image.dtype))
-    widget.viewer.add_image(big, name="big")
+    viewer.add_image(big, name="big")
     widget.select("big")
     widget.size_mode.setCurrentText(SIZE_GIVEN)
     assert widget.object_size.isEnabled()
     median = load_model("tiny").diameters.median
     widget.object_size.setValue(2 * median)
     click_segment(widget, qtbot)
-    (layer,) = labels_layers(widget.viewer)
+    (layer,) = labels_layers(viewer)
     expected = segment(big, model="tiny", object_size=2 * median)
     assert layer.data.shape == big.shape and layer.data.max() > 5
     np.testing.assert_array_equal(layer.data, expected)
@@ -272,26 +269,26 @@ def test_object_size_rescales_and_keeps_the_grid(widget, image, qtbot):
     assert not widget.object_size.isEnabled() and widget.object_size_option() == "auto"
 
 
-def test_object_size_with_a_block_by_block_layer_is_refused(widget, qtbot, lazy_setup, notifications):
+def test_object_size_with_a_block_by_block_layer_is_refused(widget, viewer, qtbot, lazy_setup, notifications):
     from napari_loopseg.widgets.segment_widget import SIZE_AUTO
 
     widget.size_mode.setCurrentText(SIZE_AUTO)
     click_segment(widget, qtbot)
-    assert not labels_layers(widget.viewer)
+    assert not labels_layers(viewer)
     assert any("object size is not supported yet" in message for message in notifications)
 
 
-def test_large_numpy_layer_also_goes_block_by_block(widget, qtbot, monkeypatch):
+def test_large_numpy_layer_also_goes_block_by_block(widget, viewer, qtbot, monkeypatch):
     import napari_loopseg.widgets.segment_jobs as jobs
 
     monkeypatch.setattr(jobs, "BLOCKWISE_PLANE", 256 * 256)
     monkeypatch.setattr(jobs, "BLOCK_SIZE", 128)
     image = make_nuclei((600, 500), seed=5)[0]
-    widget.viewer.add_image(image, name="big")
+    viewer.add_image(image, name="big")
     stages = []
     qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
     widget.worker.yielded.connect(lambda item: stages.append(getattr(item[2], "stage", "")))
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    (layer,) = labels_layers(widget.viewer)
+    (layer,) = labels_layers(viewer)
     assert any(stage.startswith("block ") for stage in stages)
     _same_objects(image, np.asarray(layer.data))

@@ -13,6 +13,7 @@ from napari.viewer import Viewer
 from qtpy.QtCore import QObject, Signal
 
 from ..core.models import DEFAULT_MODEL, model_paths, user_dir
+from .layer_identity import underlying
 
 _by_viewer: weakref.WeakKeyDictionary[Viewer, ActiveModel] = weakref.WeakKeyDictionary()
 
@@ -53,6 +54,8 @@ class ActiveModel(QObject):
 
 
 def active_model(viewer: Viewer) -> ActiveModel:
+    """The viewer's active model; every widget of one viewer (each with its own proxy) shares it."""
+    viewer = underlying(viewer)
     model = _by_viewer.get(viewer)
     if model is None:
         model = _by_viewer[viewer] = ActiveModel()

@@ -36,6 +36,7 @@ from superqt import QCollapsible
 
 from ..core.normalize import InputError
 from .active_model import active_model
+from .layer_identity import same_layer
 from .layer_results import labels_shape, put_result, source_image
 from .loss_plot import LossPlot
 from .model_selector import ModelSelector
@@ -74,7 +75,7 @@ class FinetuneWidget(QWidget):
         self.segment_worker: GeneratorWorker | None = None
         self._segment_jobs: list[Job] = []
         self._last_plot = 0.0
-        self._overlays: dict[int, Image] = {}
+        self._overlays: dict[object, Image] = {}  # by the labels layer's unique_id
 
         # pairs
         self.table = QTableWidget(0, 4)
@@ -171,7 +172,9 @@ class FinetuneWidget(QWidget):
 
     def _on_layer_removed(self, event) -> None:
         self._refresh_choices()
-        gone = [i for i, row in enumerate(self.rows) if event.value in (row.image, row.labels)]
+        gone = [
+            i for i, row in enumerate(self.rows) if any(same_layer(event.value, x) for x in (row.image, row.labels))
+        ]
         for index in reversed(gone):
             self._remove_row(index)
 
@@ -196,7 +199,7 @@ class FinetuneWidget(QWidget):
                 f"{tuple(labels.data.shape)} differ in shape"
             )
             return
-        if any(row.labels is labels for row in self.rows):
+        if any(same_layer(row.labels, labels) for row in self.rows):
             return
         self.rows.append(PairRow(image, labels))
         row = self.table.rowCount()
@@ -215,7 +218,7 @@ class FinetuneWidget(QWidget):
     def set_use(self, labels: Labels, use_as: str) -> None:
         """Mark how a pair supervises training (My edits / Whole image correct / Validation)."""
         for index, row in enumerate(self.rows):
-            if row.labels is labels:
+            if same_layer(row.labels, labels):
                 self.table.cellWidget(index, 3).setCurrentText(use_as)
 
     def _use_of(self, index: int) -> str:
@@ -231,7 +234,7 @@ class FinetuneWidget(QWidget):
         if self._schedule_reviewed_refresh in listeners:
             listeners.remove(self._schedule_reviewed_refresh)
         self.table.removeRow(index)
-        overlay = self._overlays.pop(id(row.labels), None)
+        overlay = self._overlays.pop(row.labels.unique_id, None)
         if overlay is not None and overlay in self.viewer.layers:
             self.viewer.layers.remove(overlay)
 
@@ -249,7 +252,7 @@ class FinetuneWidget(QWidget):
 
     def _refresh_overlays(self) -> None:
         for row in self.rows:
-            key = id(row.labels)
+            key = row.labels.unique_id
             overlay = self._overlays.get(key)
             if not self.show_reviewed.isChecked():
                 if overlay is not None and overlay in self.viewer.layers:

@@ -15,6 +15,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.viewer import Viewer
 
+from .layer_identity import same_layer
 from .review_tracking import tracker_for
 
 KEY = "loopseg"
@@ -101,7 +102,7 @@ def put_stored_result(viewer: Viewer, image: Image, levels: list, path: Path, mo
     tracker_for(layer)
 
     def forget(event) -> None:
-        if event.value is layer:
+        if same_layer(event.value, layer):
             viewer.layers.events.removed.disconnect(forget)
             shutil.rmtree(path, ignore_errors=True)
 

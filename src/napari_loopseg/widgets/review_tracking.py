@@ -4,6 +4,9 @@ napari >= 0.8 reports brush, fill and polygon edits as ``_MaskedPaintAtom`` item
 and a mask); ``data_setitem`` and older napari report ``(indices, old, new)`` tuples. Both arrive
 through ``events.paint`` and both are handled. LoopSeg's own writes are not edits: they happen
 inside :meth:`ReviewTracker.suspended`.
+
+Trackers are kept per layer itself, not per reference to it: widgets see layers through napari's
+plugin proxy, a new object on every access (see :mod:`.layer_identity`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 from napari.layers import Labels
 
 from ..core.review import DEFAULT_MARGIN, reviewed_from_edits
+from .layer_identity import underlying
 
 _trackers: weakref.WeakKeyDictionary[Labels, ReviewTracker] = weakref.WeakKeyDictionary()
 
@@ -24,6 +28,7 @@ class ReviewTracker:
     """Accumulates a per-pixel "touched by the user" mask for one Labels layer."""
 
     def __init__(self, layer: Labels) -> None:
+        layer = underlying(layer)
         self._layer = weakref.ref(layer)
         self.touched = np.zeros(layer.data.shape, bool)
         self.whole_planes: set[tuple[int, ...]] = set()
@@ -106,7 +111,8 @@ class ReviewTracker:
 
 
 def tracker_for(layer: Labels) -> ReviewTracker:
-    """The layer's tracker, created (and listening) on first use."""
+    """The layer's tracker, created (and listening) on first use; it lives as long as the layer."""
+    layer = underlying(layer)
     tracker = _trackers.get(layer)
     if tracker is None:
         tracker = _trackers[layer] = ReviewTracker(layer)

@@ -32,6 +32,7 @@ from superqt import QCollapsible
 from ..core.normalize import InputError
 from ..core.tiling import DEFAULT_TILE
 from .active_model import active_model
+from .layer_identity import same_layer
 from .layer_results import put_result, put_stored_result
 from .model_selector import ModelSelector
 from .segment_jobs import Job, StoredResult, make_job, run_jobs, warm_up
@@ -133,7 +134,7 @@ class SegmentWidget(QWidget):
         for layer in self._image_layers():
             item = QListWidgetItem(layer.name)
             self.layer_list.addItem(item)
-            if layer.name in selected or (not selected and layer is active):
+            if layer.name in selected or (not selected and same_layer(layer, active)):
                 item.setSelected(True)
         if not self.layer_list.selectedItems() and self.layer_list.count():
             self.layer_list.item(0).setSelected(True)
