@@ -7,10 +7,16 @@ import logging
 import sys
 from pathlib import Path
 
+from .core.cpu_features import PRECISIONS
 from .core.tiling import DEFAULT_TILE
+from .progress_log import LineLog
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+PRECISION_HELP = (
+    "auto (default): bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX, arm64 BF16), "
+    "else fp32; $LOOPSEG_PRECISION replaces auto"
+)
 
 
 def _error(message: str) -> None:
@@ -39,7 +45,11 @@ def _segment(args: argparse.Namespace) -> int:
             _error("--object-size is not supported for zarr stores (block by block) yet")
             return EXIT_USAGE
         return _segment_zarr(args, paths, model)
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        _error(f"--out {args.out}: cannot use it as the output folder ({err.strerror or err})")
+        return EXIT_USAGE
     if args.scheduler or args.workers is not None:
         return _segment_files_on_cluster(args, paths, model)
     return _segment_files(args, paths, model)
@@ -56,6 +66,7 @@ def _segment_files(args: argparse.Namespace, paths: list[Path], model) -> int:
     from .core.segment import SegmentOptions, segment_iter
 
     failed = 0
+    lines = LineLog()
     bar = tqdm(
         total=len(paths),
         unit="image",
@@ -70,9 +81,11 @@ def _segment_files(args: argparse.Namespace, paths: list[Path], model) -> int:
                 layout=guess_layout(image.shape, args.channel_axis, args.channel), **_segment_options(args)
             )
 
-            def advance(progress, done=done) -> None:
+            def advance(progress, done=done, name=path.name) -> None:
                 bar.n = done + progress.fraction
                 bar.refresh()
+                fraction = (done + progress.fraction) / len(paths)
+                lines(f"images {done}/{len(paths)} done, {name} {progress.stage}", fraction)
 
             labels = drive(segment_iter(image, model, options), advance)
             write_labels(args.out / f"{path.stem}.tif", labels)
@@ -106,6 +119,7 @@ def _segment_options(args: argparse.Namespace) -> dict:
         "tile_size": args.tile_size,
         "overlap": args.overlap,
         "batch_size": args.batch_size,
+        "precision": args.precision,
     }
 
 
@@ -123,15 +137,18 @@ def _segment_files_on_cluster(args: argparse.Namespace, paths: list[Path], model
             return EXIT_USAGE
         settings = {**_segment_options(args), "channel_axis": args.channel_axis, "channel": args.channel}
         failed = 0
+        lines = LineLog()
+        lines(f"images 0/{len(paths)} done", 0.0)
         with tqdm(total=len(paths), unit="image", disable=None) as bar:
-            for result in segment_files_iter(
-                paths, args.out, str(model.path or model.name), client, settings
+            for done, result in enumerate(
+                segment_files_iter(paths, args.out, str(model.path or model.name), client, settings), 1
             ):
                 if result.error:
                     failed += 1
                     bar.clear()
                     _error(result.error)
                 bar.update()
+                lines(f"images {done}/{len(paths)} done", done / len(paths))
     print(f"segmented {len(paths) - failed} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
     return EXIT_FAILED if failed else 0
 
@@ -171,13 +188,14 @@ def _segment_zarr(args: argparse.Namespace, paths: list[Path], model) -> int:
     from .core.zarr_io import add_pyramid, create_labels, open_image
 
     failed = 0
+    lines = LineLog()
     with ExitStack() as stack:
         scheduler = "threads"
         if args.scheduler or args.workers is not None:
             scheduler = _client(args, stack)
             if scheduler is None:
                 return EXIT_USAGE
-        for path in paths:
+        for done, path in enumerate(paths):
             destination = args.out if args.out.suffix == ".zarr" and len(paths) == 1 else args.out / path.name
             created = False
             bar = tqdm(total=1.0, desc=path.name, disable=None, bar_format="{l_bar}{bar}| {postfix}")
@@ -186,9 +204,11 @@ def _segment_zarr(args: argparse.Namespace, paths: list[Path], model) -> int:
                 labels = create_labels(destination, image.shape, args.block_size, meta)
                 created = True
 
-                def advance(progress, bar=bar) -> None:
+                def advance(progress, bar=bar, done=done, name=path.name) -> None:
                     bar.n = progress.fraction
                     bar.set_postfix_str(progress.stage, refresh=True)
+                    fraction = (done + progress.fraction) / len(paths)
+                    lines(f"images {done}/{len(paths)} done, {name} {progress.stage}", fraction)
 
                 gen = segment_large_iter(
                     image,
@@ -197,6 +217,7 @@ def _segment_zarr(args: argparse.Namespace, paths: list[Path], model) -> int:
                     scheduler=scheduler,
                     out=labels,
                     device=args.device,
+                    precision=args.precision,
                     tile_size=args.tile_size,
                 )
                 drive(gen, advance)
@@ -260,11 +281,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .core.errors import InputError, LoopSegError
     from .core.finetune import finetune
     from .core.imageio import guess_layout, read_image
-    from .core.models import ModelError
-    from .core.normalize import InputError
-    from .core.predict import DeviceError
 
     masks = args.masks or [None] * len(args.images)
     if not (len(args.images) == len(args.labels) == len(masks)):
@@ -280,13 +299,17 @@ def _finetune(args: argparse.Namespace) -> int:
         layouts = {guess_layout(i.shape).rgb for i in images}
         if len(layouts) > 1:
             raise InputError("mix of RGB and grey images: fine-tune on one kind at a time")
-        overrides = {k: v for k, v in (("steps", args.steps), ("device", args.device)) if v is not None}
+        given = (("steps", args.steps), ("device", args.device), ("precision", args.precision))
+        overrides = {k: v for k, v in given if v is not None}
+        lines = LineLog()
         with tqdm(total=overrides.get("steps"), unit="step", disable=None) as bar:
 
             def advance(progress) -> None:
                 bar.total = progress.steps
                 bar.update(1)
                 bar.set_postfix(loss=f"{progress.loss:.4f}")
+                text = f"step {progress.step}/{progress.steps}, loss {progress.loss:.4f}"
+                lines(text, progress.step / progress.steps)
 
             model = finetune(
                 images,
@@ -298,7 +321,7 @@ def _finetune(args: argparse.Namespace) -> int:
                 on_progress=advance,
                 **overrides,
             )
-    except (InputError, ModelError, DeviceError) as err:
+    except (LoopSegError, OSError) as err:
         _error(str(err))
         return EXIT_FAILED
     print(f"{model.name}\t{model.path}")
@@ -359,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="halo around each tile (default: the network's receptive field, exact)",
     )
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    seg.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     seg.add_argument(
         "--object-size",
         type=_object_size,
@@ -416,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default 300)")
     ft.add_argument("--name", default=None, help="name of the new version (default <base>-ft-N)")
     ft.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
+    ft.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP)
     ft.set_defaults(func=_finetune)
 
     from .core import bench

@@ -172,7 +172,7 @@ def test_finetune_mismatched_inputs(tiny_model, images, tmp_path, capsys):
         )
         == 1
     )
-    assert "do not match" in capsys.readouterr().err
+    assert "differ in shape" in capsys.readouterr().err
 
 
 def test_bench_smoke_size_writes_json(tiny_model, tmp_path):

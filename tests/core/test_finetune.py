@@ -68,7 +68,7 @@ def test_nothing_reviewed_is_an_error(tiny_model):
     image, labels = make_nuclei((64, 64), seed=0)
     with pytest.raises(InputError, match="nothing reviewed"):
         next(finetune_iter([Pair(image, labels, np.zeros(labels.shape, bool))], "tiny", FAST))
-    with pytest.raises(InputError, match="do not match"):
+    with pytest.raises(InputError, match="differ in shape"):
         Pair(image, labels[:10])
 
 

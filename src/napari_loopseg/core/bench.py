@@ -7,8 +7,10 @@ Reports seconds and megapixels per second for (1) one whole-image network forwar
 CPU above 4096^2, where it takes longer than a benchmark should), (2) tiled
 prediction at default settings, (3) MONAI's ``sliding_window_inference`` with the same network and
 the same overlap (when MONAI is installed: ``pip install monai``, for the benchmark only), (4)
-end-to-end ``segment`` (normalise, tiles, decode), with peak host memory, the device, thread count
-and library versions, as JSON. No timing is asserted anywhere.
+end-to-end ``segment`` (normalise, tiles, decode), with peak host memory, the device, the CPU model
+and its bf16 flags, thread count and library versions, as JSON; each row names its precision.
+``--precision both`` measures fp32 and, where ``auto`` would use it, bf16 (fp16 on older GPUs) side
+by side. Rows go to stderr as they are measured. No timing is asserted anywhere.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .cpu_features import PRECISIONS
 
 # torch and the predictor load in run(): the command line builds its parser from this module
 
@@ -86,64 +91,98 @@ def _synthetic(size: int) -> np.ndarray:
     return np.tile(image, (reps, reps))[:size, :size]
 
 
-def run(sizes: list[int], model_name: str, device: str, repeats: int) -> dict:
+def precisions(choice: str, device) -> list[str]:
+    """The precisions to measure: ``both`` is fp32 and, where ``auto`` picks one (a GPU, a CPU
+    with native bf16), that mixed precision beside it."""
+    from .predict import autocast_dtype, precision_name
+
+    if choice != "both":
+        return [choice]
+    mixed = autocast_dtype(device, "auto")
+    return ["fp32"] if mixed is None else ["fp32", precision_name(mixed)]
+
+
+def _measure(size: int, image: np.ndarray, plane: np.ndarray, tiled, whole, model, repeats: int) -> dict:
+    """One size in one precision: seconds and throughputs of each way to predict."""
+    from .instances import decode
+    from .normalize import normalize_plane
+    from .predict import precision_name
+
+    tiled.predict(plane[:256, :256])  # warm-up: kernels, allocator
+    megapixels = size * size / 1e6
+    skip_whole = whole.device.type == "cpu" and size > CPU_WHOLE_MAX
+    t_whole = None if skip_whole else _best_of(repeats, lambda: whole.predict(plane))
+    t_tiled = _best_of(repeats, lambda: tiled.predict(plane))
+    maps = tiled.predict(plane)
+    t_decode = _best_of(repeats, lambda: decode(maps, model.decode_params))
+    monai = _monai_runner(tiled, plane)
+    t_monai = _best_of(repeats, monai) if monai is not None else None
+
+    def end_to_end() -> None:
+        decode(tiled.predict(normalize_plane(image, norm=model.normalization)), model.decode_params)
+
+    t_e2e = _best_of(repeats, end_to_end)
+    row = {
+        "size": size,
+        "precision": precision_name(tiled.dtype),
+        "megapixels": megapixels,
+        "whole_forward_s": t_whole,
+        "tiled_predict_s": t_tiled,
+        "decode_s": t_decode,
+        "monai_sliding_window_s": t_monai,
+        "end_to_end_s": t_e2e,
+        "end_to_end_mpx_per_s": megapixels / t_e2e,
+        "tiled_over_whole_throughput": None if t_whole is None else t_whole / t_tiled,
+        "tiled_over_monai_throughput": None if t_monai is None else t_monai / t_tiled,
+        "end_to_end_over_tiled_throughput": t_tiled / t_e2e,
+    }
+    monai_text = "n/a" if t_monai is None else f"{t_monai:7.2f}s"
+    whole_text = "skipped" if t_whole is None else f"{t_whole:7.2f}s"
+    print(  # stderr, at once: the JSON may go to stdout, and a long run should show signs of life
+        f"{size:>6}^2 {row['precision']}  whole {whole_text}  tiled {t_tiled:7.2f}s  MONAI {monai_text}  "
+        f"decode {t_decode:6.2f}s  end-to-end {t_e2e:7.2f}s = {row['end_to_end_mpx_per_s']:.2f} Mpx/s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return row
+
+
+def run(sizes: list[int], model_name: str, device: str, repeats: int, precision: str = "auto") -> dict:
     import torch
 
-    from .instances import decode
+    from .cpu_features import cpu_info
     from .models import load_model
     from .normalize import normalize_plane
-    from .predict import Predictor
+    from .predict import Predictor, resolve_device
 
     model = load_model(model_name)
-    tiled = Predictor(model.net, device=device)
-    whole = Predictor(model.net, device=device, tile_size=10**6)
+    predictors = [
+        (
+            Predictor(model.net, device=device, precision=name),
+            Predictor(model.net, device=device, precision=name, tile_size=10**6),
+        )
+        for name in precisions(precision, resolve_device(device))
+    ]
     rows = []
     for size in sizes:
         image = _synthetic(size)
         plane = normalize_plane(image, norm=model.normalization)
-        tiled.predict(plane[:256, :256])  # warm-up: kernels, allocator
-        megapixels = size * size / 1e6
-        skip_whole = whole.device.type == "cpu" and size > CPU_WHOLE_MAX
-        t_whole = None if skip_whole else _best_of(repeats, lambda plane=plane: whole.predict(plane))
-        t_tiled = _best_of(repeats, lambda plane=plane: tiled.predict(plane))
-        maps = tiled.predict(plane)
-        t_decode = _best_of(repeats, lambda maps=maps: decode(maps, model.decode_params))
-        monai = _monai_runner(tiled, plane)
-        t_monai = _best_of(repeats, monai) if monai is not None else None
-
-        def end_to_end(image=image) -> None:
-            decode(tiled.predict(normalize_plane(image, norm=model.normalization)), model.decode_params)
-
-        t_e2e = _best_of(repeats, end_to_end)
-        row = {
-            "size": size,
-            "megapixels": megapixels,
-            "whole_forward_s": t_whole,
-            "tiled_predict_s": t_tiled,
-            "decode_s": t_decode,
-            "monai_sliding_window_s": t_monai,
-            "end_to_end_s": t_e2e,
-            "end_to_end_mpx_per_s": megapixels / t_e2e,
-            "tiled_over_whole_throughput": None if t_whole is None else t_whole / t_tiled,
-            "tiled_over_monai_throughput": None if t_monai is None else t_monai / t_tiled,
-            "end_to_end_over_tiled_throughput": t_tiled / t_e2e,
-        }
-        rows.append(row)
-        monai_text = "n/a" if t_monai is None else f"{t_monai:7.2f}s"
-        whole_text = "skipped" if t_whole is None else f"{t_whole:7.2f}s"
-        print(
-            f"{size:>6}^2  whole {whole_text}  tiled {t_tiled:7.2f}s  MONAI {monai_text}  "
-            f"decode {t_decode:6.2f}s  end-to-end {t_e2e:7.2f}s = {row['end_to_end_mpx_per_s']:.2f} Mpx/s"
-        )
+        rows += [_measure(size, image, plane, tiled, whole, model, repeats) for tiled, whole in predictors]
+    tiled = predictors[0][0]
     return {
         "benchmark": "speed",
         "model": model.name,
         "device": str(tiled.device),
-        "precision": str(tiled.dtype or torch.float32),
+        "precision_option": precision,
+        "precisions": list(dict.fromkeys(row["precision"] for row in rows)),
         "tile_size": tiled.tile_size,
         "halo": tiled.halo,
         "threads": torch.get_num_threads(),
-        "machine": {"cpu": platform.processor() or platform.machine(), "system": platform.platform()},
+        "machine": {
+            "cpu": cpu_info().as_dict(),
+            "arch": platform.machine(),
+            "system": platform.platform(),
+        },
         "gpu": torch.cuda.get_device_name() if tiled.device.type == "cuda" else None,
         "versions": {
             "torch": torch.__version__,
@@ -163,12 +202,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], metavar="N", help="image sides")
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=[*PRECISIONS, "both"],
+        help="auto (default) as segment picks it; both: fp32 and, where auto picks one (a GPU, "
+        "a CPU with native bf16), that mixed precision side by side",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
 
 
 def main(args: argparse.Namespace) -> int:
-    result = run(args.sizes, args.model, args.device, args.repeats)
+    from .predict import DeviceError
+
+    try:
+        result = run(args.sizes, args.model, args.device, args.repeats, args.precision)
+    except DeviceError as err:
+        print(f"loopseg: error: {err}", file=sys.stderr)
+        return 1
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,18 @@ import numpy as np
 
 from .instances import decode
 from .metrics import Counts
-from .models import Model, load_model, load_path, make_card, next_version_name, save_model
+from .models import (
+    Model,
+    check_new_name,
+    check_writable,
+    load_model,
+    load_path,
+    make_card,
+    next_version_name,
+    save_model,
+)
 from .normalize import InputError, normalize_plane
-from .predict import Predictor, resolve_device
+from .predict import Predictor, autocast_dtype, precision_name, resolve_device
 from .progress import drive
 from .sizing import Diameters
 from .train import Sample, TrainConfig, TrainProgress, train_iter
@@ -38,11 +47,11 @@ class Pair:
     validation: bool = False
 
     def __post_init__(self) -> None:
-        shape = self.image.shape[:2] if self.rgb else self.image.shape
-        if tuple(shape) != tuple(self.labels.shape) or self.labels.ndim != 2:
-            raise InputError(
-                f"image {self.image.shape} and labels {self.labels.shape} do not match (2D planes)"
-            )
+        shape = self.image.shape[:-1] if self.rgb else self.image.shape
+        if self.labels.ndim != 2:
+            raise InputError(f"labels {self.labels.shape}: a pair is one 2D plane (split stacks into planes)")
+        if tuple(shape) != tuple(self.labels.shape):
+            raise InputError(f"image {self.image.shape} and labels {self.labels.shape} differ in shape")
         if self.reviewed is not None and self.reviewed.shape != self.labels.shape:
             raise InputError(f"reviewed mask {self.reviewed.shape} does not match labels {self.labels.shape}")
         if np.dtype(self.labels.dtype).kind not in "biu":
@@ -59,9 +68,23 @@ class Pair:
         return int(self.labels.size if self.reviewed is None else np.count_nonzero(self.reviewed))
 
 
-def score(model_net, pairs: Sequence[Pair], norm, params, device: str = "auto") -> dict[str, float]:
+def plane_pairs(image: np.ndarray, labels: np.ndarray, mask: np.ndarray | None, rgb: bool) -> list[Pair]:
+    """One pair per plane: a 2D image, or a stack (time-lapse, Z) whose labels are a stack too."""
+    if labels.ndim == 3:
+        plane_shape = image.shape[:-1] if rgb else image.shape
+        if tuple(plane_shape) != tuple(labels.shape):
+            raise InputError(f"image stack {image.shape} and labels stack {labels.shape} differ in shape")
+        if mask is not None and mask.shape != labels.shape:
+            raise InputError(f"reviewed mask {mask.shape} does not match labels {labels.shape}")
+        return [Pair(image[z], labels[z], None if mask is None else mask[z], rgb) for z in range(len(labels))]
+    return [Pair(image, labels, mask, rgb)]
+
+
+def score(
+    model_net, pairs: Sequence[Pair], norm, params, device: str = "auto", precision: str = "auto"
+) -> dict[str, float]:
     """Pooled AP of a network on fully-correct pairs (validation)."""
-    predictor = Predictor(model_net, device=device)
+    predictor = Predictor(model_net, device=device, precision=precision)
     counts = Counts()
     for pair in pairs:
         maps = predictor.predict(normalize_plane(pair.image, pair.rgb, norm))
@@ -83,6 +106,13 @@ def finetune_iter(
         raise InputError("no training pairs: add at least one corrected image not marked for validation")
     if sum(p.reviewed_pixels for p in train_pairs) == 0:
         raise InputError("nothing reviewed yet: correct some objects, or mark an image as fully correct")
+    if not any(p.labels.any() for p in train_pairs):
+        raise InputError(
+            "the labels have no objects, so there is nothing to learn from: paint the objects in, "
+            "or mark an image without objects as correct beside images that have some"
+        )
+    new_name = name or next_version_name(base_model.name)
+    check_new_name(new_name, check_writable())  # an unusable folder fails now, not after training
     norm, params = base_model.normalization, base_model.decode_params
     samples = [
         Sample(normalize_plane(p.image, p.rgb, norm), p.labels.astype(np.int32), p.reviewed)
@@ -90,10 +120,11 @@ def finetune_iter(
     ]
 
     def validate(net) -> dict:
-        return score(net, val_pairs, norm, params, config.device)
+        return score(net, val_pairs, norm, params, config.device, config.precision)
 
     if not val_pairs:
         config = replace(config, validate_every=0)
+    device = resolve_device(config.device)
     started = time.perf_counter()
     last: TrainProgress | None = None
     gen = train_iter(base_model.net, samples, config, validate=validate)
@@ -105,7 +136,7 @@ def finetune_iter(
             break
         yield last
     card = make_card(
-        name or next_version_name(base_model.name),
+        new_name,
         net.config,
         norm,
         params,
@@ -119,7 +150,8 @@ def finetune_iter(
             "batch_size": config.batch_size,
             "lr": config.lr,
             "seconds": round(time.perf_counter() - started, 1),
-            "device": str(resolve_device(config.device)),
+            "device": str(device),
+            "precision": precision_name(autocast_dtype(device, config.precision)),
             "final_loss": None if last is None else round(last.loss, 5),
         },
         metrics={"validation": last.validation} if last is not None and last.validation else {},
@@ -147,8 +179,9 @@ def finetune(
         raise InputError(f"got {len(images)} images, {len(labels)} labels and {len(masks or [])} masks")
     masks = list(masks) if masks is not None else [None] * len(images)
     pairs = [
-        Pair(np.asarray(i), np.asarray(lab), None if m is None else np.asarray(m, bool), rgb)
+        pair
         for i, lab, m in zip(images, labels, masks)
+        for pair in plane_pairs(np.asarray(i), np.asarray(lab), None if m is None else np.asarray(m, bool), rgb)
     ]
     settings = replace(FINETUNE_DEFAULTS, **config)
     return drive(finetune_iter(pairs, base, settings, name), on_progress)

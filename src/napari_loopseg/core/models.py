@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import ModelError
 from .instances import DecodeParams
 from .normalize import Normalization
 from .sizing import Diameters
@@ -31,10 +32,6 @@ FORMAT_VERSION = 1
 CARD_KEY = "loopseg_card"
 DEFAULT_MODEL = "nuclei"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class ModelError(ValueError):
-    """A model cannot be found, read or trusted; the message names the file and the problem."""
 
 
 @dataclass
@@ -87,6 +84,51 @@ def model_paths() -> dict[str, Path]:
             for path in sorted(folder.glob("*.safetensors")):
                 found[path.stem] = path
     return found
+
+
+def readable_models() -> dict[str, Path]:
+    """The models whose header reads as a LoopSeg model card: what model lists offer.
+
+    A stray or corrupt ``.safetensors`` file in the user folder is left out, never offered.
+    """
+    found = {}
+    for name, path in model_paths().items():
+        try:
+            _read_card(path)
+        except ModelError:
+            continue
+        found[name] = path
+    return found
+
+
+def check_writable(folder: Path | None = None) -> Path:
+    """The folder new versions go to, created and writable; else :class:`ModelError` saying so.
+
+    Called before training, so an unusable folder fails in a second, not after the whole run.
+    """
+    folder = Path(folder) if folder is not None else user_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ModelError(
+            f"cannot save model versions in {folder} ({reason}); "
+            "set LOOPSEG_MODEL_DIR to a folder you can write to"
+        ) from err
+    return folder
+
+
+def check_new_name(name: str, folder: Path | None = None) -> Path:
+    """Where a new model ``name`` would be written; :class:`ModelError` if the name is invalid or taken."""
+    if not _NAME.match(name):
+        raise ModelError(f"invalid model name {name!r}: use letters, digits, '.', '_' or '-'")
+    folder = Path(folder) if folder is not None else user_dir()
+    path = folder / f"{name}.safetensors"
+    if path.exists() or (folder != bundled_dir() and name in model_paths()):
+        raise ModelError(f"a model named {name!r} already exists")
+    return path
 
 
 def make_card(
@@ -213,22 +255,20 @@ def save_model(net: UNet, card: dict, folder: Path | None = None) -> Path:
     from safetensors.torch import save_file
 
     name = card["name"]
-    if not _NAME.match(name):
-        raise ModelError(f"invalid model name {name!r}: use letters, digits, '.', '_' or '-'")
-    folder = Path(folder) if folder is not None else user_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.safetensors"
-    if path.exists() or (folder != bundled_dir() and name in model_paths()):
-        raise ModelError(f"a model named {name!r} already exists")
+    folder = check_writable(folder)
+    path = check_new_name(name, folder)
     state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in net.state_dict().items()}
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     text = json.dumps(card, indent=2, sort_keys=True)
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={CARD_KEY: text}))
     try:
-        _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+        _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={CARD_KEY: text}))
+        try:
+            _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    except OSError as err:  # disk full, folder removed meanwhile: nothing half-written stays
+        raise ModelError(f"cannot write {path} ({err.strerror or err})") from err
     return path
 
 

@@ -12,14 +12,12 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import InputError
+
 Invert = Literal["auto", "yes", "no"]
 _SAMPLE_PIXELS = 4_000_000
 MIN_SIDE = 4
 _LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
-
-
-class InputError(ValueError):
-    """The user's image cannot be segmented as given; the message says why."""
 
 
 @dataclass(frozen=True)

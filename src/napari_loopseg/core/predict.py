@@ -1,23 +1,27 @@
 """Predictor: runs a network over a normalised plane by overlap tiles, in batches, on a device.
 
-Device ``auto`` picks CUDA, then Apple MPS, then the CPU. Precision ``auto`` uses bf16 autocast
-(fp16 on GPUs without bf16; on CPUs only with native bf16 instructions) with channels-last
-memory: on this project's AVX512-BF16 CPU, one thread, a 1024^2 image took 1.1 s in bf16 and
-2.9 s in fp32. On a GPU, the batch is sized from free memory, tiles go up from pinned memory
-and are stitched on the device. Out of memory, the predictor halves the batch, then the tile,
-then stops with a clear message.
+Device ``auto`` picks CUDA, then Apple MPS, then the CPU. Precision ``auto`` uses bf16 autocast on
+GPUs with bf16 (fp16 on older ones) and on CPUs with native bf16 instructions (see
+:mod:`.cpu_features`: emulated bf16 is about 2x slower than fp32), fp32 elsewhere; always with
+channels-last memory. On a GPU, the batch is sized from free memory, tiles go up from pinned
+memory and are stitched on the device. Out of memory, the predictor halves the batch, then the
+tile, then stops with a clear message.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Generator
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import cpu_features
+from .errors import DeviceError
 from .progress import drive
 from .tiling import DEFAULT_TILE, TilePlan, round_up
 from .unet import UNet, fused_for_inference, receptive_radius
@@ -26,10 +30,6 @@ log = logging.getLogger(__name__)
 
 #: Bytes of live activations per tile pixel, per unit of network width, per byte of precision.
 ACTIVATION_FACTOR = 12
-
-
-class DeviceError(RuntimeError):
-    """The requested device cannot be used, or memory ran out even with the smallest tiles."""
 
 
 @dataclass(frozen=True)
@@ -57,28 +57,58 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """Mixed-precision dtype for ``device``, or None for plain fp32."""
+    """Mixed-precision dtype for ``device``, or None for plain fp32.
+
+    ``auto`` (replaced by $LOOPSEG_PRECISION when set) picks what the device runs fastest; an
+    explicit bf16 or fp16 the device cannot run at all is a :class:`DeviceError`.
+    """
+    choices = ", ".join(cpu_features.PRECISIONS)
+    precision = (precision or "auto").lower()
+    if precision == "auto":
+        precision = os.environ.get(cpu_features.PRECISION_ENV, "").lower() or "auto"
+        if precision not in cpu_features.PRECISIONS:
+            raise DeviceError(f"${cpu_features.PRECISION_ENV} is {precision!r}: use {choices}")
+    if precision not in cpu_features.PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use {choices}")
+    if precision == "auto":
+        if device.type == "cuda":
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+            return torch.bfloat16 if native else torch.float16
+        if device.type == "cpu" and cpu_features.native_bf16():
+            return torch.bfloat16
+        return None
     if precision == "fp32":
         return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if precision != "auto":
-        raise ValueError(f"unknown precision {precision!r}: use auto, fp32, bf16 or fp16")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    _check_supported(device, dtype)
+    return dtype
 
 
-def _cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 instructions (AVX512-BF16, AMX), where bf16 autocast pays off."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+def precision_name(dtype: torch.dtype | None) -> str:
+    """'fp32', 'bf16' or 'fp16': how benchmarks and model cards record an :func:`autocast_dtype`."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def _check_supported(device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a dtype the device cannot run at all; warn (once) where it only emulates it."""
+    bf16 = dtype == torch.bfloat16
+    if device.type == "cuda" and bf16:
+        if not torch.cuda.is_bf16_supported():
+            gpu = torch.cuda.get_device_name(device)
+            raise DeviceError(f"this GPU ({gpu}) cannot run bf16: use fp16 or fp32")
+        if not torch.cuda.is_bf16_supported(including_emulation=False):
+            _warn_slow("bf16 on this GPU is emulated: fp16 is faster")
+    elif device.type == "mps" and bf16 and not torch.backends.mps.is_macos_or_newer(14, 0):
+        raise DeviceError("bf16 on Apple MPS needs macOS 14 or newer: use fp16 or fp32")
+    elif device.type == "cpu" and not (bf16 and cpu_features.native_bf16()):
+        model = cpu_features.cpu_info().model
+        _warn_slow(f"{precision_name(dtype)} on this CPU ({model}) is emulated: slower than fp32")
+
+
+@cache
+def _warn_slow(message: str) -> None:
+    """Once per process: a Predictor is made per image, and one warning is enough."""
+    log.warning("%s; precision auto picks the faster one", message)
 
 
 def _is_oom(err: BaseException) -> bool:

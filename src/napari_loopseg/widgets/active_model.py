@@ -1,7 +1,8 @@
 """The active model of a viewer, shared by its LoopSeg widgets and remembered across sessions.
 
 One :class:`ActiveModel` per viewer (not a global singleton: every test's viewer gets its own).
-The choice is saved next to the user models, so napari reopens with the last model used.
+The choice is saved next to the user models, so napari reopens with the last model used; a
+saved choice that no longer reads falls back to the bundled model, with a message.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import json
 import weakref
 
+from napari.utils.notifications import show_error, show_warning
 from napari.viewer import Viewer
 from qtpy.QtCore import QObject, Signal
 
-from ..core.models import DEFAULT_MODEL, model_paths, user_dir
+from ..core.models import DEFAULT_MODEL, readable_models, user_dir
 from .layer_identity import underlying
 
 _by_viewer: weakref.WeakKeyDictionary[Viewer, ActiveModel] = weakref.WeakKeyDictionary()
@@ -20,6 +22,14 @@ _by_viewer: weakref.WeakKeyDictionary[Viewer, ActiveModel] = weakref.WeakKeyDict
 
 def _settings_file():
     return user_dir() / "active.json"
+
+
+def _saved_choice() -> str:
+    try:
+        name = json.loads(_settings_file().read_text()).get("active", DEFAULT_MODEL)
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_MODEL
+    return name if isinstance(name, str) else DEFAULT_MODEL
 
 
 class ActiveModel(QObject):
@@ -31,26 +41,46 @@ class ActiveModel(QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        try:
-            name = json.loads(_settings_file().read_text()).get("active", DEFAULT_MODEL)
-        except (OSError, ValueError, AttributeError):
-            name = DEFAULT_MODEL
-        self._name = name if name in model_paths() else DEFAULT_MODEL
+        self._name = DEFAULT_MODEL
+        saved = _saved_choice()
+        if saved in readable_models():
+            self._name = saved
+        elif saved != DEFAULT_MODEL:
+            self._remember(DEFAULT_MODEL)
+            show_warning(
+                f"LoopSeg: the model used last, '{saved}', is missing or unreadable; "
+                f"using the bundled model '{DEFAULT_MODEL}'"
+            )
 
     @property
     def name(self) -> str:
         return self._name
 
     def set(self, name: str) -> None:
+        """Make ``name`` active; a model whose file does not read is refused with a message."""
         if name == self._name:
             return
+        if name not in readable_models():
+            show_error(f"LoopSeg: model '{name}' is missing or unreadable; keeping '{self._name}'")
+            return
         self._name = name
+        self._remember(name)
+        self.changed.emit(name)
+
+    def fall_back(self, reason: str) -> None:
+        """The active model failed to load: back to the bundled model, saying why."""
+        show_error(f"LoopSeg cannot load model '{self._name}' ({reason}); back to '{DEFAULT_MODEL}'")
+        self._name = DEFAULT_MODEL
+        self._remember(DEFAULT_MODEL)
+        self.changed.emit(DEFAULT_MODEL)
+        self.registry_changed.emit()
+
+    def _remember(self, name: str) -> None:
         try:
             _settings_file().parent.mkdir(parents=True, exist_ok=True)
             _settings_file().write_text(json.dumps({"active": name}))
         except OSError:
             pass  # remembering the choice is a convenience, not a requirement
-        self.changed.emit(name)
 
 
 def active_model(viewer: Viewer) -> ActiveModel:

@@ -34,27 +34,42 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..core.normalize import InputError
+from ..core.errors import InputError, LoopSegError
+from ..core.models import check_writable
 from .active_model import active_model
 from .layer_identity import same_layer
-from .layer_results import labels_shape, put_result, source_image
+from .layer_results import labels_shape, source_image
 from .loss_plot import LossPlot
 from .model_selector import ModelSelector
 from .review_tracking import tracker_for
-from .segment_jobs import LARGE_PLANE, Job, current_plane, make_job, run_jobs, visible_window, warm_up
+from .segment_jobs import LARGE_PLANE, current_plane, make_job, visible_window, warm_up
+from .segment_runner import SegmentRunner
 from .versions_panel import VersionsPanel
 
 MY_EDITS, WHOLE_IMAGE, VALIDATION = "My edits", "Whole image correct", "Validation"
 PLOT_INTERVAL_S = 0.5
 
 
+@dataclass(frozen=True)
+class Refused:
+    """The worker's answer when LoopSeg refuses to train (its message, shown without a traceback)."""
+
+    message: str
+
+
 def _finetune(pairs: list[dict], base: str, settings: dict):
-    """Worker body: build the training pairs and settings, then run the core generator."""
+    """Worker body: build the training pairs and settings, then run the core generator.
+
+    Returns the new model, or :class:`Refused` for LoopSeg's own errors (napari would show an
+    exception with a traceback)."""
+    from ..core.errors import LoopSegError
     from ..core.finetune import FINETUNE_DEFAULTS, Pair, finetune_iter
 
-    return (
-        yield from finetune_iter([Pair(**p) for p in pairs], base, replace(FINETUNE_DEFAULTS, **settings))
-    )
+    try:
+        config = replace(FINETUNE_DEFAULTS, **settings)
+        return (yield from finetune_iter([Pair(**p) for p in pairs], base, config))
+    except LoopSegError as err:
+        return Refused(str(err))
 
 
 @dataclass
@@ -72,8 +87,7 @@ class FinetuneWidget(QWidget):
         self.active = active_model(napari_viewer)
         self.rows: list[PairRow] = []
         self.worker: GeneratorWorker | None = None
-        self.segment_worker: GeneratorWorker | None = None
-        self._segment_jobs: list[Job] = []
+        self.runner = SegmentRunner(napari_viewer, self.active)
         self._last_plot = 0.0
         self._overlays: dict[object, Image] = {}  # by the labels layer's unique_id
 
@@ -114,8 +128,7 @@ class FinetuneWidget(QWidget):
         self._refresh_choices()
         for layer in self.viewer.layers:
             self._auto_add(layer)
-        self._warm_up = create_worker(warm_up, _start_thread=False)
-        self._warm_up.start()
+        warm_up()
 
     def _layout_widgets(self) -> None:
         pick = QHBoxLayout()
@@ -157,6 +170,8 @@ class FinetuneWidget(QWidget):
         self.cancel_button.clicked.connect(self._on_cancel)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.runner.status.connect(self.status.setText)
+        self.runner.done.connect(self._update_buttons)
 
     # pairs ------------------------------------------------------------------------------
     def _refresh_choices(self) -> None:
@@ -287,6 +302,11 @@ class FinetuneWidget(QWidget):
         """
         pairs = []
         for index, row in enumerate(self.rows):
+            if labels_shape(row.image) != tuple(row.labels.data.shape):
+                raise InputError(
+                    f"'{row.image.name}' {labels_shape(row.image)} and '{row.labels.name}' "
+                    f"{tuple(row.labels.data.shape)} no longer have the same shape; remove the pair"
+                )
             use = self._use_of(index)
             tracker = tracker_for(row.labels)
             lead = tuple(row.labels.data.shape[:-2])
@@ -312,10 +332,16 @@ class FinetuneWidget(QWidget):
     def _current_plane(self, layer, lead: tuple[int, ...]) -> tuple[int, ...]:
         return current_plane(self.viewer, layer, lead) if lead else ()
 
+    @property
+    def segment_worker(self) -> GeneratorWorker | None:
+        """The running re-segmentation worker, if any."""
+        return self.runner.worker
+
     def _on_finetune(self) -> None:
-        if self.worker is not None or self.segment_worker is not None:
+        if self.worker is not None or self.runner.busy:
             return
         try:
+            check_writable()  # an unusable model folder fails now, not after training
             pairs = self.collect_pairs()
             supervised = [p for p in pairs if not p["validation"]]
             if not any(p["reviewed"] is None or p["reviewed"].any() for p in supervised):
@@ -323,8 +349,9 @@ class FinetuneWidget(QWidget):
                     "nothing to learn from yet: paint corrections into a labels layer, "
                     "or mark a pair as 'Whole image correct'"
                 )
-        except InputError as err:
+        except LoopSegError as err:
             show_error(f"LoopSeg cannot fine-tune: {err}")
+            self.status.setText(f"Cannot fine-tune: {err}")
             return
         settings = {
             "steps": self.steps.value(),
@@ -360,20 +387,24 @@ class FinetuneWidget(QWidget):
             self.plot.redraw()
 
     def _on_trained(self, model) -> None:
+        if isinstance(model, Refused):
+            show_error(f"LoopSeg cannot fine-tune: {model.message}")
+            self.status.setText(f"Cannot fine-tune: {model.message}")
+            return
         self.active.registry_changed.emit()
         self.active.set(model.name)
         self.status.setText(f"New version {model.name} (from {model.parent}) is active; re-segmenting...")
         self.resegment(self._pair_images)
 
     def _on_error(self, err: Exception) -> None:
-        show_error(f"LoopSeg fine-tuning failed: {err}")
-        self.status.setText(f"Failed: {err}")
+        """An unexpected error (a bug): napari shows its traceback; the status says it failed."""
+        self.status.setText(f"Fine-tuning failed: {err}")
 
     def _on_cancel(self) -> None:
-        for worker in (self.worker, self.segment_worker):
-            if worker is not None:
-                worker.quit()
-        self.status.setText("Cancelling...")
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("Cancelling...")
+        self.runner.cancel()
 
     def _on_finished(self) -> None:
         if self.worker is not None and self.worker.abort_requested:
@@ -383,7 +414,7 @@ class FinetuneWidget(QWidget):
         self._update_buttons()
 
     def _update_buttons(self) -> None:
-        busy = self.worker is not None or self.segment_worker is not None
+        busy = self.worker is not None or self.runner.busy
         self.finetune_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
 
@@ -403,29 +434,7 @@ class FinetuneWidget(QWidget):
             if job.plane is None and layer.ndim == 2 and np.prod(plane_shape) > LARGE_PLANE:
                 window = visible_window(self.viewer, layer, plane_shape)
                 if window is not None:
-                    jobs.append(replace(job, window=window))
+                    jobs.append(replace(job, window=window, by_blocks=False))
             jobs.append(job)
-        if not jobs:
-            return
-        self._segment_jobs = jobs
-        self._segment_model = self.active.name
-        self.segment_worker = create_worker(run_jobs, jobs, self._segment_model, {}, _start_thread=False)
-        self.segment_worker.yielded.connect(self._on_segment_yielded)
-        self.segment_worker.errored.connect(self._on_error)
-        self.segment_worker.finished.connect(self._on_segment_finished)
-        self._update_buttons()
-        self.segment_worker.start()
-
-    def _on_segment_yielded(self, item: tuple) -> None:
-        kind, index, value = item
-        job = self._segment_jobs[index]
-        if kind == "result" and job.layer in self.viewer.layers:
-            layer = put_result(self.viewer, job.layer, value, self._segment_model, job.plane, job.window)
-            where = "visible area of " if job.window else ""
-            self.status.setText(
-                f"Re-segmented {where}'{job.layer.name}' with {self._segment_model} into '{layer.name}'"
-            )
-
-    def _on_segment_finished(self) -> None:
-        self.segment_worker = None
+        self.runner.run(jobs, self.active.name, {})
         self._update_buttons()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QComboBox, QWidget
 
-from ..core.models import bundled_dir, model_paths
+from ..core.models import bundled_dir, readable_models
 from .active_model import ActiveModel
 
 
 class ModelSelector(QComboBox):
-    """Lists bundled and user models; choosing one makes it the viewer's active model."""
+    """Lists bundled and user models that read; choosing one makes it the viewer's active model."""
 
     def __init__(self, active: ActiveModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -23,7 +23,7 @@ class ModelSelector(QComboBox):
     def refresh(self) -> None:
         self.blockSignals(True)
         self.clear()
-        for name, path in model_paths().items():
+        for name, path in readable_models().items():
             source = "bundled" if path.parent == bundled_dir() else "yours"
             self.addItem(f"{name} ({source})", name)
         self.setCurrentIndex(max(self.findData(self.active.name), 0))
@@ -32,6 +32,8 @@ class ModelSelector(QComboBox):
     def _on_index_changed(self, index: int) -> None:
         if index >= 0:
             self.active.set(self.itemData(index))
+            if self.active.name != self.itemData(index):  # refused (the file went bad meanwhile)
+                self.refresh()
 
     def _on_active_changed(self, name: str) -> None:
         index = self.findData(name)

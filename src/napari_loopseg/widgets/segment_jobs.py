@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Generator
+import threading
+from collections.abc import Container, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 from napari.layers import Image
 from napari.viewer import Viewer
 
+from ..core.errors import InputError
 from ..core.normalize import Layout, check_image
 
 #: Planes larger than this are re-segmented in the visible field of view first.
@@ -46,9 +48,12 @@ def make_job(viewer: Viewer, layer: Image, current_plane_only: bool) -> Job:
     data = layer.data[0] if layer.multiscale else layer.data  # full resolution
     lead, (height, width) = check_image(data, layout)
     large = height * width > BLOCKWISE_PLANE
-    if lead and current_plane_only:
-        plane = current_plane(viewer, layer, lead)
-        return Job(layer, data[plane], layout, plane, by_blocks=large)
+    plane = current_plane(viewer, layer, lead) if lead and current_plane_only else None
+    pixels = data if plane is None else data[plane]
+    if isinstance(pixels, np.ndarray) and pixels.dtype.kind == "f" and not np.isfinite(pixels).any():
+        raise InputError("the image has no finite pixel values (all NaN or infinite)")
+    if plane is not None:
+        return Job(layer, pixels, layout, plane, by_blocks=large)
     return Job(layer, data, layout, by_blocks=large and not lead)
 
 
@@ -121,18 +126,12 @@ def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[tup
         meta = ome_meta(tuple(job.layer.scale[-2:]), tuple(job.layer.translate[-2:]))
         out = create_labels(store, shape, BLOCK_SIZE, meta)
         yield ("store", index, store)  # napari never closes a cancelled worker: the GUI cleans up
-    kwargs = {k: v for k, v in options.items() if k in ("device", "tile_size")}
+    kwargs = {k: v for k, v in options.items() if k in ("device", "tile_size", "precision")}
     gen = segment_large_iter(
         job.data, str(model.path or model.name), block_size=BLOCK_SIZE, rgb=job.layout.rgb, out=out, **kwargs
     )
     try:
-        while True:
-            try:
-                progress = next(gen)
-            except StopIteration as stop:
-                labels = stop.value
-                break
-            yield ("progress", index, progress)
+        labels = yield from _tagged(gen, index)
         if store is None:
             return labels
         yield ("progress", index, SegmentProgress(1.0, "writing overview levels"))
@@ -148,37 +147,93 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40] or "image"
 
 
-def run_jobs(jobs: list[Job], model_name: str, options: dict) -> Generator[tuple, None, None]:
-    """Worker body: yields ("progress", index, SegmentProgress) and ("result", index, labels),
-    where labels is an array or, for results too large for memory, a :class:`StoredResult`
-    (announced by ("store", index, path) when its writing starts)."""
+def _tagged(gen: Generator, index: int) -> Generator[tuple, None, object]:
+    """Tag a core generator's progress items for job ``index``; return its result."""
+    while True:
+        try:
+            progress = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield ("progress", index, progress)
+
+
+def _unless_skipped(gen: Generator, index: int, skipped: Container[int]) -> Generator[tuple, None, object]:
+    """Relay ``gen`` until job ``index`` lands in ``skipped`` (its layer was removed): then close
+    it (which deletes any half-written store) and return :data:`SKIPPED`."""
+    while True:
+        if index in skipped:
+            gen.close()
+            return SKIPPED
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield item
+
+
+SKIPPED = object()
+
+
+def run_jobs(
+    jobs: list[Job], model_name: str, options: dict, skipped: Container[int] = frozenset()
+) -> Generator[tuple, None, None]:
+    """Worker body. Yields ``(kind, index, value)``:
+
+    - ("progress", i, SegmentProgress); ("store", i, path) when a store too large for memory starts;
+    - ("result", i, labels): an array, or a :class:`StoredResult`;
+    - ("failed", i, message): LoopSeg's message for a job that cannot be segmented (the others go on);
+    - ("skipped", i, None): the job's index was added to ``skipped`` (its layer was removed) while it ran;
+    - ("model_failed", -1, message): the model cannot be loaded; nothing else runs.
+
+    LoopSeg's own errors never escape as exceptions (napari would show them with a traceback).
+    """
+    from ..core.errors import LoopSegError
     from ..core.models import load_model
     from ..core.segment import SegmentOptions, segment_iter
 
-    model = load_model(model_name)
+    try:
+        model = load_model(model_name)
+    except LoopSegError as err:
+        yield ("model_failed", -1, str(err))
+        return
     for index, job in enumerate(jobs):
-        if job.by_blocks:
-            labels = yield from _segment_blocks(job, index, model, options)
-            yield ("result", index, labels)
+        if index in skipped:
             continue
-        data = job.data if job.window is None else job.data[job.window]  # a window is of one 2D plane
-        gen = segment_iter(data, model, SegmentOptions(layout=job.layout, **options))
-        while True:
-            try:
-                progress = next(gen)
-            except StopIteration as stop:
-                yield ("result", index, stop.value)
-                break
-            yield ("progress", index, progress)
+        try:
+            if job.by_blocks and job.window is None:
+                gen = _segment_blocks(job, index, model, options)
+            else:
+                data = job.data if job.window is None else job.data[job.window]  # a window: of one 2D plane
+                gen = _tagged(segment_iter(data, model, SegmentOptions(layout=job.layout, **options)), index)
+            labels = yield from _unless_skipped(gen, index, skipped)
+        except (LoopSegError, OSError) as err:
+            yield ("failed", index, str(err))
+            continue
+        yield ("skipped", index, None) if labels is SKIPPED else ("result", index, labels)
 
 
-def warm_up() -> None:
-    """Worker body run when a widget opens: import torch and the compute modules off the GUI
-    thread, including ``torch._dynamo``, which torch's optimisers import on their first step
-    (with sympy: hundreds of modules, whose garbage collection stalled the GUI for ~250 ms)."""
+_warm_up_thread: threading.Thread | None = None
+
+
+def _import_compute_modules() -> None:
     from ..core import finetune, segment  # noqa: F401
 
     try:
         import torch._dynamo  # noqa: F401
     except ImportError:  # builds without dynamo: nothing to warm up
         pass
+
+
+def warm_up() -> None:
+    """Import torch and the compute modules off the GUI thread, once per process, when a widget
+    opens; including ``torch._dynamo``, which torch's optimisers import on their first step (with
+    sympy: hundreds of modules, whose garbage collection stalled the GUI for ~250 ms).
+
+    A plain thread, not a Qt worker: it touches no Qt object, so closing the viewer (or the
+    script ending) while it runs cannot hit a deleted widget or destroy a running QThread; the
+    interpreter waits for it at exit, so no import is cut in half.
+    """
+    global _warm_up_thread
+    if _warm_up_thread is None:
+        _warm_up_thread = threading.Thread(target=_import_compute_modules, name="loopseg-warm-up")
+        _warm_up_thread.start()

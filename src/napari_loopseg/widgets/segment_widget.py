@@ -6,12 +6,9 @@ GUI thread only validates input, updates the progress bar and puts results into 
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 from napari.layers import Image
-from napari.qt.threading import GeneratorWorker, create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.qt.threading import GeneratorWorker
+from napari.utils.notifications import show_error
 from napari.viewer import Viewer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -33,9 +30,9 @@ from ..core.normalize import InputError
 from ..core.tiling import DEFAULT_TILE
 from .active_model import active_model
 from .layer_identity import same_layer
-from .layer_results import put_result, put_stored_result
 from .model_selector import ModelSelector
-from .segment_jobs import Job, StoredResult, make_job, run_jobs, warm_up
+from .segment_jobs import make_job, warm_up
+from .segment_runner import SegmentRunner
 
 ALL_PLANES, CURRENT_PLANE = "All planes", "Current plane only"
 SIZE_AS_IS, SIZE_AUTO, SIZE_GIVEN = "As is", "Estimate", "Diameter"
@@ -47,10 +44,6 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer: Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.worker: GeneratorWorker | None = None
-        self._jobs: list[Job] = []
-        self._stores: list[Path] = []  # label stores the running worker is writing
-        self._model_name = ""
 
         self.layer_list = QListWidget()
         self.layer_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
@@ -115,13 +108,16 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch()
 
+        self.runner = SegmentRunner(self.viewer, self.models.active)
+        self.runner.progress.connect(self._on_progress)
+        self.runner.status.connect(self.status.setText)
+        self.runner.done.connect(self._on_done)
         self.segment_button.clicked.connect(self._on_segment)
-        self.cancel_button.clicked.connect(self._on_cancel)
+        self.cancel_button.clicked.connect(self.runner.cancel)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._on_layers_changed)
         self._on_layers_changed()
-        self._warm_up = create_worker(warm_up, _start_thread=False)
-        self._warm_up.start()
+        warm_up()
 
     # layer list -------------------------------------------------------------------------
     def _image_layers(self) -> list[Image]:
@@ -151,85 +147,46 @@ class SegmentWidget(QWidget):
             item.setSelected(item.text() in names)
 
     # segmentation -----------------------------------------------------------------------
+    @property
+    def worker(self) -> GeneratorWorker | None:
+        """The running segmentation worker, if any."""
+        return self.runner.worker
+
     def _on_segment(self) -> None:
-        if self.worker is not None:
+        if self.runner.busy:
             return
         layers = [self.viewer.layers[name] for name in self.selected_names() if name in self.viewer.layers]
-        if not layers:
-            show_error("LoopSeg: select at least one image layer to segment")
-            return
-        jobs = []
-        for layer in layers:
-            try:
-                jobs.append(make_job(self.viewer, layer, self.planes.currentText() == CURRENT_PLANE))
-            except InputError as err:
-                show_error(f"LoopSeg cannot segment '{layer.name}': {err}")
-                return
-        self._jobs, self._stores = jobs, []
-        self._model_name = self.models.model_name
-        if self.object_size_option() is not None and any(job.by_blocks for job in jobs):
-            show_error("LoopSeg: object size is not supported yet for large images segmented block by block")
+        try:
+            if not layers:
+                raise InputError("select at least one image layer to segment")
+            jobs = []
+            for layer in layers:
+                try:
+                    jobs.append(make_job(self.viewer, layer, self.planes.currentText() == CURRENT_PLANE))
+                except InputError as err:
+                    raise InputError(f"cannot segment '{layer.name}': {err}") from None
+            if self.object_size_option() is not None and any(job.by_blocks for job in jobs):
+                raise InputError("object size is not supported yet for large images segmented block by block")
+        except InputError as err:
+            show_error(f"LoopSeg: {err}")
+            self.status.setText(str(err)[0].upper() + str(err)[1:])
             return
         options = {
             "device": self.device.currentText(),
             "tile_size": self.tile_size.value(),
             "object_size": self.object_size_option(),
         }
-        self.worker = create_worker(run_jobs, jobs, self._model_name, options, _start_thread=False)
-        self.worker.yielded.connect(self._on_yielded)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
         self.segment_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.progress.setValue(0)
-        self.status.setText("Loading model...")
-        self.worker.start()
+        self.runner.run(jobs, self.models.model_name, options)
 
     def object_size_option(self) -> float | str | None:
         mode = self.size_mode.currentText()
         return None if mode == SIZE_AS_IS else "auto" if mode == SIZE_AUTO else self.object_size.value()
 
-    def _on_yielded(self, item: tuple) -> None:
-        kind, index, value = item
-        job = self._jobs[index]
-        if kind == "store":
-            self._stores.append(value)
-            return
-        if kind == "progress":
-            total = (index + value.fraction) / len(self._jobs)
-            self.progress.setValue(int(1000 * total))
-            self.status.setText(f"{job.layer.name}: {value.stage}")
-            return
-        if job.layer not in self.viewer.layers:
-            show_info(f"LoopSeg: '{job.layer.name}' was removed while it was being segmented")
-            return
-        self.progress.setValue(int(1000 * (index + 1) / len(self._jobs)))
-        if isinstance(value, StoredResult):
-            self._stores.remove(value.path)  # complete: the layer owns it now
-            layer = put_stored_result(self.viewer, job.layer, value.levels, value.path, self._model_name)
-            self.status.setText(
-                f"{job.layer.name}: {value.objects} objects in '{layer.name}', "
-                f"read from {value.path} (deleted with the layer: save it to keep it)"
-            )
-            return
-        layer = put_result(self.viewer, job.layer, value, self._model_name, job.plane, job.window)
-        self.status.setText(f"{job.layer.name}: {int(value.max())} objects in '{layer.name}'")
+    def _on_progress(self, fraction: float) -> None:
+        self.progress.setValue(int(1000 * fraction))
 
-    def _on_error(self, err: Exception) -> None:
-        show_error(f"LoopSeg segmentation failed: {err}")
-        self.status.setText(f"Failed: {err}")
-
-    def _on_cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
-            self.status.setText("Cancelling...")
-
-    def _on_finished(self) -> None:
-        if self.worker is not None and self.worker.abort_requested:
-            self.status.setText("Cancelled")
-            self.progress.setValue(0)
-            for store in self._stores:  # half-written: delete, off the GUI thread
-                create_worker(shutil.rmtree, store, ignore_errors=True).start()
-        self.worker = None
+    def _on_done(self) -> None:
         self.segment_button.setEnabled(True)
         self.cancel_button.setEnabled(False)

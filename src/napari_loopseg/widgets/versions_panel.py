@@ -23,7 +23,7 @@ from ..core.models import (
     delete_model,
     export_model,
     import_model,
-    model_paths,
+    readable_models,
     read_card,
     rename_model,
 )
@@ -59,12 +59,9 @@ class VersionsPanel(QWidget):
 
     def refresh(self) -> None:
         self.list.clear()
-        for name, path in model_paths().items():
+        for name, path in readable_models().items():
             bundled = path.parent == bundled_dir()
-            try:
-                card = {} if bundled else read_card(path)
-            except ModelError:
-                continue
+            card = {} if bundled else read_card(path)
             label = f"{name} (bundled)" if bundled else name
             if card.get("parent"):
                 label += f"  \u2190 {card['parent']}"

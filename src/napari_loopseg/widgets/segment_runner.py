@@ -1,0 +1,139 @@
+"""One segmentation runner for both widgets: the worker, its label stores, and the results' layers.
+
+The Segment widget and the Fine-tune widget's re-segmentation both go through
+:class:`SegmentRunner`: it runs :func:`.segment_jobs.run_jobs` in a napari worker, stops a job
+whose image layer is removed, answers LoopSeg's own errors with a message (never a traceback),
+deletes half-written stores on cancel, and puts results into layers on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.notifications import show_error, show_info
+from napari.viewer import Viewer
+from qtpy.QtCore import QObject, Signal
+
+from .active_model import ActiveModel
+from .layer_identity import same_layer
+from .layer_results import put_result, put_stored_result
+from .segment_jobs import Job, StoredResult, run_jobs
+
+
+class SegmentRunner(QObject):
+    """Runs jobs one batch at a time; ``progress`` (0..1), ``status`` (text) and ``done`` report."""
+
+    progress = Signal(float)
+    status = Signal(str)
+    done = Signal()
+
+    def __init__(self, viewer: Viewer, active: ActiveModel) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.active = active
+        self.worker: GeneratorWorker | None = None
+        self._jobs: list[Job] = []
+        self._skipped: set[int] = set()  # read by the worker between steps
+        self._stores: list[Path] = []  # label stores the running worker is writing
+        self._model = ""
+        self._problems: list[str] = []
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def run(self, jobs: list[Job], model_name: str, options: dict) -> None:
+        """Start segmenting ``jobs`` with ``model_name`` (ignored while a run is under way)."""
+        if self.busy or not jobs:
+            return
+        self._jobs, self._skipped, self._stores, self._problems = jobs, set(), [], []
+        self._model = model_name
+        self.worker = create_worker(run_jobs, jobs, model_name, options, self._skipped, _start_thread=False)
+        self.worker.yielded.connect(self._on_yielded)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.progress.emit(0.0)
+        self.status.emit("Loading model...")
+        self.worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.emit("Cancelling...")
+
+    # worker events (GUI thread) -----------------------------------------------------------
+    def _on_layer_removed(self, event) -> None:
+        """An image removed mid-run: stop its job (and the run, if nothing else is left)."""
+        if self.worker is None:
+            return
+        for index, job in enumerate(self._jobs):
+            if same_layer(job.layer, event.value) and index not in self._skipped:
+                self._skipped.add(index)
+        if len(self._skipped) == len(self._jobs):
+            self.worker.quit()
+
+    def _on_yielded(self, item: tuple) -> None:
+        kind, index, value = item
+        if kind == "model_failed":
+            self._model_failed(value)
+            return
+        job = self._jobs[index]
+        name = job.layer.name
+        if kind == "store":
+            self._stores.append(value)
+        elif kind == "progress":
+            self.progress.emit((index + value.fraction) / len(self._jobs))
+            self.status.emit(f"{name}: {value.stage}")
+        elif kind == "failed":
+            self._problems.append(f"'{name}' failed")
+            show_error(f"LoopSeg cannot segment '{name}': {value}")
+            self.status.emit(f"{name}: {value}")
+        elif kind == "skipped" or job.layer not in self.viewer.layers:  # a finished store is deleted at the end
+            self._problems.append(f"'{name}' stopped (layer removed)")
+            show_info(f"LoopSeg: '{name}' was removed, so its segmentation was stopped")
+        else:
+            self.progress.emit((index + 1) / len(self._jobs))
+            self.status.emit(self._put(job, value))
+
+    def _put(self, job: Job, value) -> str:
+        """Put one result into its layer; return the status line."""
+        name = job.layer.name
+        if isinstance(value, StoredResult):
+            self._stores.remove(value.path)  # complete: the layer owns it now
+            layer = put_stored_result(self.viewer, job.layer, value.levels, value.path, self._model)
+            return (
+                f"{name}: {value.objects} objects in '{layer.name}', read from {value.path} "
+                "(deleted with the layer: save it to keep it)"
+            )
+        layer = put_result(self.viewer, job.layer, value, self._model, job.plane, job.window)
+        if job.window:
+            return f"{name}: visible area re-segmented with {self._model} into '{layer.name}'"
+        return f"{name}: {int(value.max())} objects in '{layer.name}' ({self._model})"
+
+    def _model_failed(self, message: str) -> None:
+        self._problems.append("the model could not be loaded")
+        if self._model == self.active.name:
+            self.active.fall_back(message)
+        else:
+            show_error(f"LoopSeg cannot load the model: {message}")
+
+    def _on_error(self, err: Exception) -> None:
+        """An unexpected error (a bug): napari shows its traceback; the status says it failed."""
+        self._problems.append(f"failed: {err}")
+
+    def _on_finished(self) -> None:
+        aborted = self.worker is not None and self.worker.abort_requested
+        stores = list(self._stores)
+        self.worker = None
+        for store in stores:  # half-written: delete, off the GUI thread
+            create_worker(shutil.rmtree, store, ignore_errors=True).start()
+        if aborted and len(self._skipped) < len(self._jobs):
+            self.progress.emit(0.0)
+            self.status.emit("Cancelled")
+        elif self._problems:
+            done = len(self._jobs) - len(self._problems)
+            self.status.emit(f"Finished: {done} of {len(self._jobs)} done; " + "; ".join(self._problems))
+        self.done.emit()
