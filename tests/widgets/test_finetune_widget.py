@@ -46,7 +46,10 @@ def test_segment_correct_finetune_resegment(widgets, qtbot):
     assert tracker_for(labels).touched.any()
     qtbot.waitUntil(lambda: finetune.table.item(0, 2).text() != "0.0%", timeout=2000)  # refresh is debounced
     qtbot.mouseClick(finetune.finetune_button, Qt.MouseButton.LeftButton)
+    statuses: list[str] = []
+    finetune.worker.yielded.connect(lambda progress: statuses.append(finetune.status.text()))
     wait_idle(finetune, qtbot)
+    assert statuses and all("elapsed" in text and "left" in text for text in statuses)  # time left shown
     assert finetune.active.name == "tiny-ft-1"
     assert segment.models.model_name == "tiny-ft-1"  # the Segment widget follows
     assert "tiny-ft-1" in model_paths()
@@ -99,6 +102,10 @@ def test_whole_image_mode_and_overlay(widgets, qtbot):
     finetune.show_reviewed.setChecked(True)
     overlay = viewer.layers["cells labels reviewed"]
     assert overlay.data[10, 10] == 1 and overlay.data.sum() < overlay.data.size
+    # the overlay is an Image layer, but not an image to segment or to pair
+    images = [segment.layer_list.item(i).text() for i in range(segment.layer_list.count())]
+    choices = [finetune.image_choice.itemText(i) for i in range(finetune.image_choice.count())]
+    assert images == ["cells"] and choices == ["cells"]
 
 
 def test_edit_kinds_are_tracked_and_own_writes_are_not(widgets, qtbot):

@@ -34,13 +34,16 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ..core.cpu_features import PRECISIONS
 from ..core.errors import InputError, LoopSegError
 from ..core.models import check_writable
+from ..progress_log import duration
 from .active_model import active_model
 from .layer_identity import same_layer
-from .layer_results import labels_shape, source_image
+from .layer_results import KEY, is_overlay, labels_shape, source_image
 from .loss_plot import LossPlot
 from .model_selector import ModelSelector
+from .precision_tip import PRECISION_TIP
 from .review_tracking import tracker_for
 from .segment_jobs import LARGE_PLANE, current_plane, make_job, visible_window, warm_up
 from .segment_runner import SegmentRunner
@@ -114,6 +117,9 @@ class FinetuneWidget(QWidget):
         self.batch.setValue(8)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.precision = QComboBox()
+        self.precision.addItems(PRECISIONS)
+        self.precision.setToolTip(PRECISION_TIP)
         # run
         self.finetune_button, self.cancel_button = QPushButton("Fine-tune"), QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -141,6 +147,7 @@ class FinetuneWidget(QWidget):
         form.addRow("Learning rate", self.lr)
         form.addRow("Batch size", self.batch)
         form.addRow("Device", self.device)
+        form.addRow("Precision", self.precision)
         advanced.addWidget(body)
         run = QHBoxLayout()
         run.addWidget(self.finetune_button)
@@ -178,7 +185,8 @@ class FinetuneWidget(QWidget):
         for combo, kind in ((self.image_choice, Image), (self.labels_choice, Labels)):
             current = combo.currentText()
             combo.clear()
-            combo.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
+            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind) and not is_overlay(layer)]
+            combo.addItems(names)
             combo.setCurrentText(current)
 
     def _on_layer_inserted(self, event) -> None:
@@ -288,6 +296,7 @@ class FinetuneWidget(QWidget):
                     contrast_limits=(0, 1),
                     scale=row.labels.scale,
                     translate=row.labels.translate,
+                    metadata={KEY: {"overlay": True}},
                 )
                 self.viewer.layers.selection.active = row.labels  # keep painting where the user was
             else:
@@ -358,6 +367,7 @@ class FinetuneWidget(QWidget):
             "lr": self.lr.value(),
             "batch_size": self.batch.value(),
             "device": self.device.currentText(),
+            "precision": self.precision.currentText(),
         }
         self._base = self.models.model_name
         self._pair_images = [row.image for i, row in enumerate(self.rows) if self._use_of(i) != VALIDATION]
@@ -378,8 +388,10 @@ class FinetuneWidget(QWidget):
         self.progress.setValue(progress.step)
         self.plot.add(progress.step, progress.loss, progress.validation)
         val = f", val AP@0.5 {progress.validation['ap50']:.3f}" if progress.validation else ""
+        left = progress.seconds * (progress.steps - progress.step) / max(progress.step, 1)
         self.status.setText(
-            f"step {progress.step}/{progress.steps}, loss {progress.loss:.4f}{val}, {progress.seconds:.0f}s"
+            f"step {progress.step}/{progress.steps}, loss {progress.loss:.4f}{val}, "
+            f"{duration(progress.seconds)} elapsed, ~{duration(left)} left"
         )
         now = time.monotonic()
         if now - self._last_plot > PLOT_INTERVAL_S or progress.step == progress.steps:

@@ -26,6 +26,11 @@ def source_image(layer: Labels) -> str | None:
     return layer.metadata.get(KEY, {}).get("source")
 
 
+def is_overlay(layer) -> bool:
+    """LoopSeg's "reviewed areas" overlay: an Image layer, but not an image to segment or pair."""
+    return bool(layer.metadata.get(KEY, {}).get("overlay"))
+
+
 def own_result(viewer: Viewer, image: Image) -> Labels | None:
     """LoopSeg's unedited in-memory result layer for ``image``, if there is one."""
     for layer in viewer.layers:

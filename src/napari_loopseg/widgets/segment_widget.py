@@ -26,11 +26,14 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ..core.cpu_features import PRECISIONS
 from ..core.normalize import InputError
 from ..core.tiling import DEFAULT_TILE
 from .active_model import active_model
 from .layer_identity import same_layer
+from .layer_results import is_overlay
 from .model_selector import ModelSelector
+from .precision_tip import PRECISION_TIP
 from .segment_jobs import make_job, warm_up
 from .segment_runner import SegmentRunner
 
@@ -74,6 +77,9 @@ class SegmentWidget(QWidget):
         self.tile_size.setValue(DEFAULT_TILE)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.precision = QComboBox()
+        self.precision.addItems(PRECISIONS)
+        self.precision.setToolTip(PRECISION_TIP)
         self.segment_button = QPushButton("Segment")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -96,6 +102,7 @@ class SegmentWidget(QWidget):
         advanced_form = QFormLayout(advanced_body)
         advanced_form.addRow("Tile size", self.tile_size)
         advanced_form.addRow("Device", self.device)
+        advanced_form.addRow("Precision", self.precision)
         advanced.addWidget(advanced_body)
         buttons = QHBoxLayout()
         buttons.addWidget(self.segment_button)
@@ -121,7 +128,7 @@ class SegmentWidget(QWidget):
 
     # layer list -------------------------------------------------------------------------
     def _image_layers(self) -> list[Image]:
-        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image) and not is_overlay(layer)]
 
     def _on_layers_changed(self, event=None) -> None:
         selected = set(self.selected_names())
@@ -173,6 +180,7 @@ class SegmentWidget(QWidget):
             return
         options = {
             "device": self.device.currentText(),
+            "precision": self.precision.currentText(),
             "tile_size": self.tile_size.value(),
             "object_size": self.object_size_option(),
         }

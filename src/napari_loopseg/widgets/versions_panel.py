@@ -23,8 +23,8 @@ from ..core.models import (
     delete_model,
     export_model,
     import_model,
-    readable_models,
     read_card,
+    readable_models,
     rename_model,
 )
 from .active_model import ActiveModel
