@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .core.cpu_features import PRECISIONS
+from .core.options import DEVICES, MAX_STEPS, MIN_STEPS
 from .core.tiling import DEFAULT_TILE
 from .progress_log import LineLog
 
@@ -381,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="halo around each tile (default: the network's receptive field, exact)",
     )
-    seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    seg.add_argument("--device", default="auto", choices=DEVICES)
     seg.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     seg.add_argument(
         "--object-size",
@@ -437,9 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="reviewed pixels (non-zero) per image; default: the whole image is correct",
     )
     ft.add_argument("--base", default="nuclei", help="model to start from (default nuclei)")
-    ft.add_argument("--steps", type=int, default=None, metavar="N", help="training steps (default 300)")
+    ft.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"training steps (default: from the reviewed area, {MIN_STEPS} to {MAX_STEPS})",
+    )
     ft.add_argument("--name", default=None, help="name of the new version (default <base>-ft-N)")
-    ft.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"])
+    ft.add_argument("--device", default=None, choices=DEVICES)
     ft.add_argument("--precision", default=None, choices=PRECISIONS, help=PRECISION_HELP)
     ft.set_defaults(func=_finetune)
 

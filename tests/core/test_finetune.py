@@ -18,7 +18,7 @@ from napari_loopseg.core.review import reviewed_from_edits
 from napari_loopseg.core.synthetic import make_nuclei
 from napari_loopseg.core.train import TrainConfig
 
-FAST = TrainConfig(steps=60, batch_size=4, crop=64, lr=3e-3, device="cpu", precision="fp32")
+FAST = TrainConfig(steps=80, batch_size=4, crop=64, lr=3e-3, device="cpu", precision="fp32")
 
 
 def _pairs(seeds, radius=(9, 14)):
@@ -31,13 +31,13 @@ def test_finetuning_improves_the_score_and_registers_a_child(tiny_model):
     before = score(tiny_model.net, test, tiny_model.normalization, tiny_model.decode_params, "cpu")
     gen = finetune_iter(train, "tiny", FAST)
     progress = list(iter(lambda: next(gen, None), None))
-    assert [p.step for p in progress] == list(range(1, 61))
+    assert [p.step for p in progress] == list(range(1, 81))
     tuned = load_model("tiny-ft-1")
     after = score(tuned.net, test, tuned.normalization, tuned.decode_params, "cpu")
     assert after["ap50"] > before["ap50"] + 0.05, (before, after)
     assert tuned.parent == "tiny"
     training = tuned.card["training"]
-    assert training["pairs"] == 3 and training["steps"] == 60 and training["device"] == "cpu"
+    assert training["pairs"] == 3 and training["steps"] == 80 and training["device"] == "cpu"
     assert training["reviewed_pixels"] == 3 * 128 * 128
 
 
@@ -121,3 +121,22 @@ def test_reviewed_region_is_edited_objects_plus_margin():
     mask = reviewed_from_edits(labels, touched, margin=2)
     assert mask[5:15, 5:15].all() and mask[3, 10] and not mask[2, 10]
     assert not mask[25:35, 25:35].any()
+
+
+def test_default_steps_follow_the_reviewed_area(tiny_model):
+    from napari_loopseg.core.options import FINETUNE_DEFAULTS, MAX_STEPS, MIN_STEPS, auto_steps
+
+    assert FINETUNE_DEFAULTS.steps is None
+    steps = [auto_steps(n) for n in (0, 10_000, 1024**2, 3 * 1024**2, 100 * 1024**2)]
+    assert steps == sorted(steps) and steps[0] == MIN_STEPS and steps[-1] == MAX_STEPS
+    assert MIN_STEPS < auto_steps(3 * 1024**2) < MAX_STEPS
+    # a default round resolves its step count and records it in the new version's card
+    image, labels = make_nuclei((64, 64), seed=5)
+    reviewed = np.zeros(labels.shape, bool)
+    reviewed[:8, :8] = True
+    gen = finetune_iter(
+        [Pair(image, labels, reviewed)], "tiny", TrainConfig(steps=None, batch_size=1, crop=32)
+    )
+    first = next(gen)
+    assert first.steps == MIN_STEPS
+    gen.close()

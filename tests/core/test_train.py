@@ -42,3 +42,60 @@ def test_stopping_early_is_cancel():
     first = next(gen)
     gen.close()
     assert first.step == 1 and first.steps == 1000
+
+
+def test_crops_come_from_targets_computed_once_per_image():
+    """Without elastic warping, a cached crop is the whole image's targets in that window."""
+    from napari_loopseg.core.targets import make_targets, make_weights
+    from napari_loopseg.core.train import CropSampler, _orient
+
+    sample = _sample(0, reviewed=True)
+    config = TrainConfig(batch_size=1, crop=64, elastic=0.0, intensity_jitter=0.0, noise=0.0)
+    sampler = CropSampler([sample], config, np.random.default_rng(0))
+    assert sampler.maps[0] is not None
+    full_targets = make_targets(sample.labels)
+    full_weights = make_weights(sample.labels, sample.reviewed)
+    # the crop's window is fixed; find its orientation
+    sampler._window = lambda index, size: (10, 20)
+    image, targets, weights = sampler.crop()
+    window = np.s_[10:74, 20:84]
+    found = False
+    for k in range(4):
+        for flip in (False, True):
+            if np.allclose(_orient(sample.image[window], k, flip), image):
+                assert np.array_equal(_orient(full_targets[(slice(None), *window)], k, flip), targets)
+                assert np.array_equal(_orient(full_weights[window], k, flip), weights)
+                found = True
+    assert found
+
+
+def test_cached_and_elastic_crops_keep_binary_targets_and_unreviewed_weight_zero():
+    from napari_loopseg.core.train import CropSampler
+
+    sample = _sample(1, reviewed=True)
+    sampler = CropSampler([sample], TrainConfig(batch_size=8, crop=64, elastic=6.0), np.random.default_rng(1))
+    images, targets, weights = sampler.batch()
+    assert (
+        images.shape == (8, 1, 64, 64) and targets.shape == (8, 3, 64, 64) and weights.shape == (8, 1, 64, 64)
+    )
+    assert set(np.unique(targets[:, :2].numpy())) <= {0.0, 1.0}
+    assert 0 <= targets[:, 2].min() and targets[:, 2].max() <= 1
+    assert (weights == 0).any() and (weights > 0).any()  # half of the image is not reviewed
+
+
+def test_large_planes_and_rescaling_keep_per_crop_targets():
+    from napari_loopseg.core.train import CropSampler
+
+    rng = np.random.default_rng(0)
+    sampler = CropSampler([_sample(0)], TrainConfig(crop=32, scale_range=(0.8, 1.25)), rng)
+    assert sampler.maps == [None]
+    images, targets, _ = sampler.batch()
+    assert images.shape[-2:] == targets.shape[-2:] == (32, 32)
+
+
+def test_steps_must_be_resolved_before_training():
+    import pytest
+
+    net = UNet(UNetConfig(width=4, depth=2))
+    with pytest.raises(ValueError, match="steps"):
+        next(train_iter(net, [_sample(0)], TrainConfig(steps=None, device="cpu")))

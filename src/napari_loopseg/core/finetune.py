@@ -27,13 +27,11 @@ from .models import (
     save_model,
 )
 from .normalize import InputError, normalize_plane
+from .options import FINETUNE_DEFAULTS, TrainConfig, auto_steps
 from .predict import Predictor, autocast_dtype, precision_name, resolve_device
 from .progress import drive
 from .sizing import Diameters
-from .train import Sample, TrainConfig, TrainProgress, train_iter
-
-#: Defaults for fine-tuning from a few corrected images: short, elastic augmentation on.
-FINETUNE_DEFAULTS = TrainConfig(steps=300, batch_size=8, crop=256, lr=1e-3, elastic=6.0, validate_every=100)
+from .train import Sample, TrainProgress, train_iter
 
 
 @dataclass(frozen=True)
@@ -121,6 +119,9 @@ def finetune_iter(
 
     def validate(net) -> dict:
         return score(net, val_pairs, norm, params, config.device, config.precision)
+
+    if config.steps is None:
+        config = replace(config, steps=auto_steps(sum(p.reviewed_pixels for p in train_pairs)))
 
     if not val_pairs:
         config = replace(config, validate_every=0)

@@ -37,6 +37,7 @@ from superqt import QCollapsible
 from ..core.cpu_features import PRECISIONS
 from ..core.errors import InputError, LoopSegError
 from ..core.models import check_writable
+from ..core.options import DEVICES, FINETUNE_DEFAULTS, MAX_STEPS, MIN_STEPS
 from ..progress_log import duration
 from .active_model import active_model
 from .layer_identity import same_layer
@@ -66,7 +67,7 @@ def _finetune(pairs: list[dict], base: str, settings: dict):
     Returns the new model, or :class:`Refused` for LoopSeg's own errors (napari would show an
     exception with a traceback)."""
     from ..core.errors import LoopSegError
-    from ..core.finetune import FINETUNE_DEFAULTS, Pair, finetune_iter
+    from ..core.finetune import Pair, finetune_iter
 
     try:
         config = replace(FINETUNE_DEFAULTS, **settings)
@@ -105,18 +106,20 @@ class FinetuneWidget(QWidget):
         # model and settings
         self.models = ModelSelector(self.active)
         self.steps = QSpinBox()
-        self.steps.setRange(1, 100_000)
-        self.steps.setValue(300)
+        self.steps.setRange(0, 100_000)
+        self.steps.setSpecialValueText("auto")  # 0: as many as the reviewed area calls for
+        self.steps.setToolTip(f"auto: {MIN_STEPS} for a few edited objects, up to {MAX_STEPS} for whole images")
+        self.steps.setValue(FINETUNE_DEFAULTS.steps or 0)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(5)
         self.lr.setRange(1e-5, 1e-1)
         self.lr.setSingleStep(1e-4)
-        self.lr.setValue(1e-3)
+        self.lr.setValue(FINETUNE_DEFAULTS.lr)
         self.batch = QSpinBox()
         self.batch.setRange(1, 64)
-        self.batch.setValue(8)
+        self.batch.setValue(FINETUNE_DEFAULTS.batch_size)
         self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.addItems(DEVICES)
         self.precision = QComboBox()
         self.precision.addItems(PRECISIONS)
         self.precision.setToolTip(PRECISION_TIP)
@@ -363,7 +366,7 @@ class FinetuneWidget(QWidget):
             self.status.setText(f"Cannot fine-tune: {err}")
             return
         settings = {
-            "steps": self.steps.value(),
+            "steps": self.steps.value() or None,
             "lr": self.lr.value(),
             "batch_size": self.batch.value(),
             "device": self.device.currentText(),
@@ -377,7 +380,7 @@ class FinetuneWidget(QWidget):
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.plot.clear()
-        self.progress.setRange(0, settings["steps"])
+        self.progress.setRange(0, settings["steps"] or 0)  # auto: the range comes with the first step
         self.progress.setValue(0)
         self.finetune_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -385,6 +388,7 @@ class FinetuneWidget(QWidget):
         self.worker.start()
 
     def _on_progress(self, progress) -> None:
+        self.progress.setMaximum(progress.steps)
         self.progress.setValue(progress.step)
         self.plot.add(progress.step, progress.loss, progress.validation)
         val = f", val AP@0.5 {progress.validation['ap50']:.3f}" if progress.validation else ""

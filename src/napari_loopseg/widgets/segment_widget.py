@@ -28,6 +28,7 @@ from superqt import QCollapsible
 
 from ..core.cpu_features import PRECISIONS
 from ..core.normalize import InputError
+from ..core.options import DEVICES
 from ..core.tiling import DEFAULT_TILE
 from .active_model import active_model
 from .layer_identity import same_layer
@@ -76,7 +77,7 @@ class SegmentWidget(QWidget):
         self.tile_size.setSingleStep(128)
         self.tile_size.setValue(DEFAULT_TILE)
         self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.addItems(DEVICES)
         self.precision = QComboBox()
         self.precision.addItems(PRECISIONS)
         self.precision.setToolTip(PRECISION_TIP)

@@ -1,0 +1,50 @@
+"""Options shared by the widgets, the command line and core, without torch (widgets import this
+on napari's GUI thread at start-up): one place for every default, so none is written twice."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: Where to compute: ``auto`` is CUDA, then Apple MPS, then the CPU.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults work without touching them; the rest is for those who want it."""
+
+    steps: int | None = 300  # None: fine-tuning picks it from the reviewed area (finetune.auto_steps)
+    batch_size: int = 8
+    crop: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: float = 0.05
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    intensity_jitter: float = 0.2
+    noise: float = 0.03
+    elastic: float = 0.0
+    freeze_norm: bool = False
+    validate_every: int = 0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+
+
+#: Defaults for fine-tuning from a few corrected images, chosen by measurement (2-core CPU, fp32;
+#: benchmarks/finetune_usiigaci.py, table in benchmarks/results/finetune-recipes.md): small crops
+#: (4 x 192^2 trains 1.1 Mpx/s where 8 x 256^2 trains 0.6), a higher rate with cosine decay, elastic
+#: augmentation on. ``steps=None``: as many as the reviewed area calls for (:func:`auto_steps`).
+FINETUNE_DEFAULTS = TrainConfig(
+    steps=None, batch_size=4, crop=192, lr=3e-3, warmup=0.05, elastic=6.0, validate_every=100
+)
+
+#: ``auto_steps``: STEPS_PER_SQRT_MPX * sqrt(reviewed megapixels), within [MIN_STEPS, MAX_STEPS].
+STEPS_PER_SQRT_MPX, MIN_STEPS, MAX_STEPS = 700, 500, 1500
+
+
+def auto_steps(reviewed_pixels: int) -> int:
+    """Training steps for this many reviewed pixels: a few edited objects get MIN_STEPS (a round
+    of about a minute on a 2-core CPU), three fully corrected 1024^2 images about 1,250."""
+    steps = STEPS_PER_SQRT_MPX * math.sqrt(max(reviewed_pixels, 0) / 1e6)
+    return int(min(max(round(steps / 50) * 50, MIN_STEPS), MAX_STEPS))
