@@ -50,6 +50,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--precision", default="auto", help="the widgets' Precision (auto, fp32, bf16)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     os.environ["LOOPSEG_MODEL_DIR"] = tempfile.mkdtemp(prefix="loopseg-bench-")  # never the user's models
@@ -57,6 +58,9 @@ def main() -> None:
     import napari
     import torch
 
+    from napari_loopseg.core.cpu_features import cpu_info
+    from napari_loopseg.core.predict import autocast_dtype, precision_name
+    from napari_loopseg.widgets import segment_jobs
     from napari_loopseg.widgets.finetune_widget import WHOLE_IMAGE
 
     viewer = napari.Viewer(show=True)
@@ -68,11 +72,11 @@ def main() -> None:
         for name in ("Segment", "Fine-tune"):
             docked[name] = viewer.window.add_plugin_dock_widget("napari-loopseg", name)[1]
 
-    result["open_widgets"] = _probe(
-        open_widgets, lambda: all(not w._warm_up.is_running for w in docked.values())
-    )
+    result["open_widgets"] = _probe(open_widgets, lambda: not segment_jobs._warm_up_thread.is_alive())
     print("open widgets (background imports):", result["open_widgets"])
     segment, finetune = docked["Segment"], docked["Fine-tune"]
+    segment.precision.setCurrentText(args.precision)
+    finetune.precision.setCurrentText(args.precision)
     segment.select(large.name)
     result["segment_2048"] = _probe(segment.segment_button.click, lambda: segment.worker is None)
     print("segment 2048^2:", result["segment_2048"])
@@ -87,6 +91,9 @@ def main() -> None:
     result["finetune"]["steps"] = args.steps
     print("fine-tune:", result["finetune"])
     result.update(
+        precision_option=args.precision,
+        precision=precision_name(autocast_dtype(torch.device("cpu"), args.precision)),
+        cpu=cpu_info().as_dict(),
         threads=torch.get_num_threads(),
         machine=platform.platform(),
         processor=platform.processor(),

@@ -7,6 +7,7 @@ GUI thread via :func:`.layer_results.put_result`.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -222,6 +223,10 @@ def _import_compute_modules() -> None:
         import torch._dynamo  # noqa: F401
     except ImportError:  # builds without dynamo: nothing to warm up
         pass
+    # torch, sympy and napari leave ~a million long-lived objects; each full garbage collection
+    # walked them all on whichever thread triggered it, often the GUI thread (a 263 ms stall
+    # while adding a result layer). Frozen, they are skipped by later collections.
+    gc.freeze()
 
 
 def warm_up() -> None:

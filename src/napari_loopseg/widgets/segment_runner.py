@@ -9,6 +9,7 @@ deletes half-written stores on cancel, and puts results into layers on the GUI t
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from napari.qt.threading import GeneratorWorker, create_worker
@@ -20,6 +21,10 @@ from .active_model import ActiveModel
 from .layer_identity import same_layer
 from .layer_results import put_result, put_stored_result
 from .segment_jobs import Job, StoredResult, run_jobs
+
+
+#: Seconds between progress updates on screen.
+SHOW_INTERVAL_S = 0.25
 
 
 class SegmentRunner(QObject):
@@ -39,6 +44,7 @@ class SegmentRunner(QObject):
         self._stores: list[Path] = []  # label stores the running worker is writing
         self._model = ""
         self._problems: list[str] = []
+        self._last_shown = 0.0
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     @property
@@ -85,8 +91,11 @@ class SegmentRunner(QObject):
         if kind == "store":
             self._stores.append(value)
         elif kind == "progress":
-            self.progress.emit((index + value.fraction) / len(self._jobs))
-            self.status.emit(f"{name}: {value.stage}")
+            now = time.monotonic()
+            if now - self._last_shown >= SHOW_INTERVAL_S:  # a progress bar repaints at once: not per tile
+                self._last_shown = now
+                self.progress.emit((index + value.fraction) / len(self._jobs))
+                self.status.emit(f"{name}: {value.stage}")
         elif kind == "failed":
             self._problems.append(f"'{name}' failed")
             show_error(f"LoopSeg cannot segment '{name}': {value}")
