@@ -42,8 +42,15 @@ def _segment(args: argparse.Namespace) -> int:
         if not all(is_zarr(p) for p in paths):
             _error("segment zarr stores on their own, not mixed with other files")
             return EXIT_USAGE
-        if args.object_size is not None:
-            _error("--object-size is not supported for zarr stores (block by block) yet")
+        unsupported = {
+            "--object-size": args.object_size is not None,
+            "--overlap": args.overlap is not None,
+            "--batch-size": args.batch_size is not None,
+            "--channel-axis": args.channel_axis is not None,
+        }
+        given = [flag for flag, used in unsupported.items() if used]
+        if given:
+            _error(f"{', '.join(given)} not supported for zarr stores (segmented block by block) yet")
             return EXIT_USAGE
         return _segment_zarr(args, paths, model)
     try:

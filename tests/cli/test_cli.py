@@ -309,3 +309,21 @@ def test_object_size_option(tiny_model, images, tmp_path, capsys):
             main([*args, "--object-size", bad])
         assert exit_info.value.code == 2
     assert "--object-size: must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option", [["--overlap", "16"], ["--batch-size", "2"], ["--channel-axis", "0"], ["--object-size", "20"]]
+)
+def test_options_that_zarr_input_ignores_are_refused(tiny_model, tmp_path, capsys, option):
+    """Block-by-block segmentation does not apply these: say so rather than silently ignore them."""
+    import zarr
+
+    source = zarr.open_array(
+        str(tmp_path / "big.zarr"), mode="w", shape=(64, 64), chunks=(32, 32), dtype="uint16"
+    )
+    source[:] = make_nuclei((64, 64), seed=1)[0]
+    out = tmp_path / "labels.zarr"
+    assert main(["segment", str(tmp_path / "big.zarr"), "--out", str(out), "--model", "tiny", *option]) == 2
+    err = capsys.readouterr().err
+    assert option[0] in err and "not supported for zarr" in err
+    assert not out.exists()

@@ -16,10 +16,9 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 @dataclass(frozen=True)
 class FileResult:
-    """One file's outcome: objects found, or the error that stopped it."""
+    """One file's outcome: ``error`` is None when it was segmented and written."""
 
     path: Path
-    objects: int = 0
     error: str | None = None
 
 
@@ -42,9 +41,8 @@ def segment_file(path: Path, out_dir: Path, model_name: str, settings: dict) -> 
     ``settings``: channel_axis, channel, and the :class:`SegmentOptions` fields to set.
     """
     from .bigdata import _cached_model
+    from .errors import LoopSegError
     from .imageio import guess_layout, read_image, write_labels
-    from .normalize import InputError
-    from .predict import DeviceError
     from .progress import drive
     from .segment import SegmentOptions, segment_iter
 
@@ -56,9 +54,9 @@ def segment_file(path: Path, out_dir: Path, model_name: str, settings: dict) -> 
         model = _cached_model(model_name)
         labels = drive(segment_iter(image, model, SegmentOptions(layout=layout, **options)))
         write_labels(out_dir / f"{path.stem}.tif", labels)
-    except (InputError, DeviceError, OSError) as err:
+    except (LoopSegError, OSError) as err:
         return FileResult(path, error=str(err) if str(path) in str(err) else f"{path}: {err}")
-    return FileResult(path, int(labels.max()))
+    return FileResult(path)
 
 
 def segment_files_iter(

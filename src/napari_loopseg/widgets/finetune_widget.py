@@ -93,6 +93,10 @@ class FinetuneWidget(QWidget):
         self.rows: list[PairRow] = []
         self.worker: GeneratorWorker | None = None
         self.runner = SegmentRunner(napari_viewer, self.active)
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(250)
+        self._refresh_timer.timeout.connect(self._refresh_reviewed)
         self._last_shown = 0.0
         self._overlays: dict[object, Image] = {}  # by the labels layer's unique_id
 
@@ -266,7 +270,8 @@ class FinetuneWidget(QWidget):
             self.viewer.layers.remove(overlay)
 
     def _schedule_reviewed_refresh(self) -> None:
-        QTimer.singleShot(250, self._refresh_reviewed)  # paint strokes come in bursts
+        """Paint strokes come in bursts: refresh once, 250 ms after the last one."""
+        self._refresh_timer.start()
 
     def _refresh_reviewed(self) -> None:
         for index, row in enumerate(self.rows):
@@ -288,8 +293,7 @@ class FinetuneWidget(QWidget):
             tracker = tracker_for(row.labels)
             mask = np.zeros(tracker.touched.shape, np.uint8)
             for plane in tracker.edited_planes():
-                reviewed = tracker.reviewed(plane)
-                mask[plane] = 1 if reviewed is None else reviewed
+                mask[plane] = tracker.reviewed(plane)
             if overlay is None or overlay not in self.viewer.layers:
                 self._overlays[key] = self.viewer.add_image(
                     mask,

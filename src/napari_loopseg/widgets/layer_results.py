@@ -64,9 +64,9 @@ def put_result(
     region = (*(plane or ()), *(window or ()))
     target = own_result(viewer, image)
     if target is not None and (
-        target.data.shape != shape or np.dtype(target.data.dtype).itemsize < labels.dtype.itemsize
+        target.data.shape != shape or (labels.size and labels.max() > np.iinfo(target.data.dtype).max)
     ):
-        target = None
+        target = None  # another grid, or more objects than its dtype holds: a new layer
     if target is None:
         data = np.zeros(shape, labels.dtype) if region else labels
         if region:
@@ -95,10 +95,11 @@ def put_result(
 
 def put_stored_result(viewer: Viewer, image: Image, levels: list, path: Path, model: str) -> Labels:
     """Show labels too large for memory, read lazily from their OME-Zarr store (``levels``: full
-    resolution first) as a new multiscale layer. The store is deleted when the layer is removed."""
+    resolution first) as a new multiscale layer (one level: a plain layer, which napari needs).
+    The store is deleted when the layer is removed."""
     layer = viewer.add_labels(
-        levels,
-        multiscale=True,
+        levels if len(levels) > 1 else levels[0],
+        multiscale=len(levels) > 1,
         name=f"{image.name} labels",
         scale=image.scale[-2:],
         translate=image.translate[-2:],

@@ -31,7 +31,6 @@ class ReviewTracker:
         layer = underlying(layer)
         self._layer = weakref.ref(layer)
         self.touched = np.zeros(layer.data.shape, bool)
-        self.whole_planes: set[tuple[int, ...]] = set()
         self._suspended = False
         self.listeners: list[Callable[[], None]] = []
         layer.events.paint.connect(self._on_paint)
@@ -43,7 +42,7 @@ class ReviewTracker:
 
     @property
     def edited(self) -> bool:
-        return bool(self.whole_planes) or bool(self.touched.any())
+        return bool(self.touched.any())
 
     @contextmanager
     def suspended(self) -> Iterator[None]:
@@ -77,36 +76,24 @@ class ReviewTracker:
         layer = self.layer
         if layer is not None and not self._suspended:
             self.touched = np.zeros(layer.data.shape, bool)
-            self.whole_planes.clear()
             self._notify()
 
-    def mark_plane_correct(self, plane: tuple[int, ...] = ()) -> None:
-        """The user vouches for a whole plane (or the whole 2D image)."""
-        self.whole_planes.add(tuple(plane))
-        self._notify()
-
     def edited_planes(self) -> list[tuple[int, ...]]:
-        """Leading indices (empty tuple for 2D) of planes with edits or vouched for."""
+        """Leading indices (empty tuple for 2D) of planes with edits."""
         lead = self.touched.shape[:-2]
-        touched = [] if not lead else [i for i in np.ndindex(*lead) if self.touched[i].any()]
-        if not lead and self.touched.any():
-            touched = [()]
-        return sorted(set(touched) | self.whole_planes)
+        if not lead:
+            return [()] if self.touched.any() else []
+        return [i for i in np.ndindex(*lead) if self.touched[i].any()]
 
-    def reviewed(self, plane: tuple[int, ...] = (), margin: int = DEFAULT_MARGIN) -> np.ndarray | None:
-        """Reviewed mask of one plane; None means the whole plane is vouched for."""
-        if tuple(plane) in self.whole_planes:
-            return None
+    def reviewed(self, plane: tuple[int, ...] = (), margin: int = DEFAULT_MARGIN) -> np.ndarray:
+        """Reviewed mask of one plane: the edited objects plus a margin."""
         layer = self.layer
         labels = np.asarray(layer.data[plane]) if layer is not None else np.zeros(self.touched[plane].shape)
         return reviewed_from_edits(labels, self.touched[plane], margin)
 
     def reviewed_fraction(self) -> float:
         """Share of the layer's pixels that supervise training."""
-        reviewed = 0
-        for plane in self.edited_planes():
-            mask = self.reviewed(plane)
-            reviewed += self.touched[plane].size if mask is None else int(mask.sum())
+        reviewed = sum(int(self.reviewed(plane).sum()) for plane in self.edited_planes())
         return reviewed / max(1, self.touched.size)
 
 

@@ -22,7 +22,6 @@ from .layer_identity import same_layer
 from .layer_results import put_result, put_stored_result
 from .segment_jobs import Job, StoredResult, run_jobs
 
-
 #: Seconds between progress updates on screen.
 SHOW_INTERVAL_S = 0.25
 

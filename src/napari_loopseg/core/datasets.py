@@ -1,0 +1,92 @@
+"""Labelled image folders and the evaluation sets built from them.
+
+One reader for the folders training and benchmarks use (``images/<id>.tif``, ``labels/<id>.tif``,
+an optional ``manifest.csv``), so the bundled-model script and every benchmark pick the same
+images by the same rules. The DSB2018 manifest says ``image_id``, BBBC039's ``id``; both work.
+Held-out acquisition groups are read from the JSON that ``scripts/acquisition_groups.py`` writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: The committed grouping of the DSB2018 images (repository checkouts only; not in the wheel).
+DEFAULT_GROUPS = Path(__file__).resolve().parents[3] / "benchmarks" / "dsb2018_groups.json"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One labelled image of a folder; read on demand."""
+
+    id: str
+    kind: str
+    split: str | None
+    folder: Path
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """(raw image, instance labels as int32)."""
+        import tifffile
+
+        image = tifffile.imread(self.folder / "images" / f"{self.id}.tif")
+        labels = tifffile.imread(self.folder / "labels" / f"{self.id}.tif").astype(np.int32)
+        return image, labels
+
+
+def read_folder(folder: str | Path, split: str | None = None) -> list[Entry]:
+    """The folder's images in manifest order (file-name order without one); ``split`` filters."""
+    folder = Path(folder)
+    manifest = folder / "manifest.csv"
+    if manifest.exists():
+        with open(manifest, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        entries = [
+            Entry(r.get("image_id") or r["id"], r.get("kind") or "all", r.get("split") or None, folder)
+            for r in rows
+        ]
+    else:
+        entries = [Entry(p.stem, "all", None, folder) for p in sorted((folder / "images").glob("*.tif"))]
+    return [e for e in entries if split is None or e.split == split]
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Acquisition groups of one folder: {group name: image ids}, and which are held out."""
+
+    members: dict[str, list[str]]
+    held_out: list[str]
+
+    @classmethod
+    def read(cls, path: str | Path = DEFAULT_GROUPS) -> Groups:
+        data = json.loads(Path(path).read_text())
+        members = {name: list(g["ids"]) for name, g in data["groups"].items()}
+        unknown = set(data["held_out"]) - set(members)
+        if unknown:
+            raise ValueError(f"{path}: held-out groups {sorted(unknown)} are not groups")
+        return cls(members, list(data["held_out"]))
+
+    def group_of(self) -> dict[str, str]:
+        """{image id: group name}."""
+        return {i: name for name, ids in self.members.items() for i in ids}
+
+    def held_out_ids(self) -> set[str]:
+        return {i for name in self.held_out for i in self.members[name]}
+
+
+def rescaled(image: np.ndarray, labels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """An image (bilinear; RGB last axis) and its labels (nearest) resized by ``scale``:
+    nuclei of another magnification, with truth to score them."""
+    if scale == 1:
+        return image, labels
+    from skimage.transform import rescale
+
+    channel_axis = -1 if image.ndim == 3 else None
+    big = rescale(
+        image, scale, order=1, anti_aliasing=scale < 1, preserve_range=True, channel_axis=channel_axis
+    )
+    lab = rescale(labels, scale, order=0, anti_aliasing=False, preserve_range=True)
+    return big.astype(image.dtype), lab.astype(labels.dtype)
