@@ -28,23 +28,40 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from napari_loopseg.core.datasets import read_folder
 
 MIN_SPLIT = 14  # strata smaller than this stay one group (16 brightfield images still split in two)
-IMAGES_PER_CLUSTER = 20  # k = round(n / this), at least 2
+MAX_K = 12
+#: k per stratum: the largest whose mean silhouette is within this share of the best k's. The
+#: best alone is often k = 2 (acquisitions shade into each other); many small clusters split one
+#: acquisition in siblings, and a held-out cluster whose sibling trains is no other lab.
+K_TOLERANCE = 0.9
 N_INIT = 20
 HOLDOUT_FRACTION = 0.12
 MIN_HOLDOUT_GROUP = 4  # single images are not an acquisition
 MAX_HOLDOUT_SHARE = 0.4  # never hold out most of a modality
 SEED = 0
 MAX_HOLDOUT_GROUPS = 5
+#: A cluster of a split stratum is held out only if its mean silhouette (how much nearer its
+#: images are to each other than to the nearest sibling cluster) is at least this: a cluster
+#: that shades into a sibling is likely the same acquisition, and that sibling stays in training.
+MIN_SEPARATION = 0.25
 #: DSB groups that are another dataset's source: not held out here, since that dataset is scored
 #: whole. Evidence: BBBC039's README says 43 of its images are also in DSB2018; this group has
 #: exactly 43 images of BBBC039's size, 124 nuclei each (BBBC039: 120) of median area 629 px
 #: (BBBC039: about 600). Training without BBBC039 (leave one source out) also leaves it out.
 SAME_SOURCE = {"fluorescence-520x696-a": "bbbc039"}
 FORMAT = "loopseg-acquisition-groups"
+
+#: What clusters: figures of the acquisition (stain, exposure, camera, magnification, cell type),
+#: not of the field's content (how many nuclei, how much foreground), which varies between tiles
+#: of one experiment. Colour images add their stain colour.
+CLUSTER_FEATURES = (
+    "background", "nucleus_intensity", "contrast", "intensity_spread", "noise", "diameter",
+    "red", "blue", "nuclei_red", "nuclei_blue",
+)
 
 _LUMA = np.array([0.2125, 0.7154, 0.0721])
 
@@ -59,11 +76,15 @@ def image_features(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     object_means = np.bincount(inverse, weights=grey[fg], minlength=len(ids)) / np.maximum(areas, 1)
     fg_mean = float(grey[fg].mean()) if fg.any() else float(np.percentile(grey, 99))
     bg_mean = float(grey[~fg].mean()) if (~fg).any() else 0.0
+    far = ~ndi.binary_dilation(fg, iterations=2)  # background away from nuclei' blurred edges
+    detail = grey - ndi.gaussian_filter(grey, 1.0)
     features = {
         "brightness": float(np.log1p(np.percentile(grey, 99))),
         "background": float(np.log1p(np.percentile(grey[~fg], 50) if (~fg).any() else 0.0)),
+        "nucleus_intensity": float(np.log1p(np.median(object_means))) if len(ids) else 0.0,
         "contrast": float(np.log((fg_mean + 1) / (bg_mean + 1))),
         "intensity_spread": float(object_means.std() / (object_means.mean() + 1)) if len(ids) else 0.0,
+        "noise": float(np.log1p(np.median(np.abs(detail[far])))) if far.any() else 0.0,
         "foreground": float(fg.mean()),
         "diameter": float(np.log(np.median(np.sqrt(4 * areas / np.pi)))) if len(ids) else 0.0,
         "density": float(np.log1p(len(ids) / (labels.size / 1e6))),
@@ -104,6 +125,39 @@ def kmeans(x: np.ndarray, k: int, seed: int = SEED, n_init: int = N_INIT, iters:
     return best
 
 
+def silhouettes(x: np.ndarray, assign: np.ndarray) -> np.ndarray:
+    """Silhouette of each row: (b - a) / max(a, b), a its mean distance to its own cluster,
+    b to the nearest other cluster; near 1 well apart, near 0 on a border."""
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    out = np.zeros(len(x))
+    for i, own in enumerate(assign):
+        same = assign == own
+        if same.sum() < 2:
+            continue
+        a = d[i, same].sum() / (same.sum() - 1)
+        b = min(d[i, assign == j].mean() for j in np.unique(assign) if j != own)
+        out[i] = (b - a) / max(a, b)
+    return out
+
+
+def separation(members: list[dict]) -> float | None:
+    """Mean silhouette of a cluster; None for a whole stratum (no sibling clusters)."""
+    values = [r["silhouette"] for r in members if "silhouette" in r]
+    return round(float(np.mean(values)), 3) if values else None
+
+
+def choose_k(x: np.ndarray) -> np.ndarray:
+    """Clusters of ``x`` for the largest k (2..MAX_K, at most one per 10 rows) whose mean
+    silhouette is at least K_TOLERANCE of the best."""
+    tried = {}
+    for k in range(2, max(2, min(MAX_K, len(x) // 10)) + 1):
+        assign = kmeans(x, k)
+        tried[k] = (float(silhouettes(x, assign).mean()), assign)
+    best = max(score for score, _ in tried.values())
+    k = max(k for k, (score, _) in tried.items() if score >= K_TOLERANCE * best)
+    return tried[k][1]
+
+
 def group_images(rows: list[dict]) -> dict[str, list[dict]]:
     """{group name: rows}; names are ``<kind>-<H>x<W>`` plus ``-a``, ``-b``... by group size."""
     strata: dict[str, list[dict]] = defaultdict(list)
@@ -116,10 +170,12 @@ def group_images(rows: list[dict]) -> dict[str, list[dict]]:
         if len(members) < MIN_SPLIT:
             groups[name] = members
             continue
-        keys = sorted(members[0]["features"])
+        keys = [k for k in CLUSTER_FEATURES if k in members[0]["features"]]
         x = np.array([[r["features"][key] for key in keys] for r in members])
         x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
-        assign = kmeans(x, max(2, round(len(members) / IMAGES_PER_CLUSTER)))
+        assign = choose_k(x)
+        for row, value in zip(members, silhouettes(x, assign)):
+            row["silhouette"] = float(value)
         clusters = [[r for r, a in zip(members, assign) if a == j] for j in np.unique(assign)]
         clusters.sort(key=lambda c: (-len(c), c[0]["id"]))
         for letter, cluster in zip("abcdefghijklmnopqrstuvwxyz", clusters):
@@ -142,7 +198,9 @@ def choose_held_out(groups: dict[str, list[dict]]) -> list[str]:
         candidates = sorted(
             n
             for n in names
-            if MIN_HOLDOUT_GROUP <= len(groups[n]) <= MAX_HOLDOUT_SHARE * total and n not in SAME_SOURCE
+            if MIN_HOLDOUT_GROUP <= len(groups[n]) <= MAX_HOLDOUT_SHARE * total
+            and n not in SAME_SOURCE
+            and (separation(groups[n]) or 1.0) >= MIN_SEPARATION
         )
 
         def cost(subset: tuple[str, ...]) -> tuple:
@@ -159,7 +217,7 @@ def choose_held_out(groups: dict[str, list[dict]]) -> list[str]:
     return sorted(chosen)
 
 
-def summary(members: list[dict]) -> dict:
+def summary(name: str, members: list[dict]) -> dict:
     """Median figures of a group, in readable units."""
     f = {k: float(np.median([r["features"][k] for r in members])) for k in ("brightness", "diameter")}
     return {
@@ -170,6 +228,8 @@ def summary(members: list[dict]) -> dict:
         "old_val_images": sum(r["split"] == "val" for r in members),
         "median_p99_intensity": round(float(np.expm1(f["brightness"])), 1),
         "median_nucleus_diameter": round(float(np.exp(f["diameter"])), 1),
+        "separation": separation(members),
+        **({"same_source_as": SAME_SOURCE[name]} if name in SAME_SOURCE else {}),
     }
 
 
@@ -204,25 +264,28 @@ def main() -> None:
         "method": {
             "strata": "kind x image size",
             "min_split": MIN_SPLIT,
-            "images_per_cluster": IMAGES_PER_CLUSTER,
-            "features": sorted({k for r in rows for k in r["features"]}),
+            "k": f"largest in 2..{MAX_K} with silhouette >= {K_TOLERANCE} x best",
+            "features": [k for k in CLUSTER_FEATURES if any(k in r["features"] for r in rows)],
             "kmeans": {"seed": SEED, "n_init": N_INIT},
             "holdout_fraction_per_kind": HOLDOUT_FRACTION,
+            "max_holdout_groups_per_kind": MAX_HOLDOUT_GROUPS,
+            "min_separation": MIN_SEPARATION,
         },
         "held_out": held_out,
         "groups": {
-            name: {**summary(members), "held_out": name in held_out, "ids": [r["id"] for r in members]}
+            name: {**summary(name, members), "held_out": name in held_out, "ids": [r["id"] for r in members]}
             for name, members in groups.items()
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    lines = ["| group | held out | images | objects | old val | p99 intensity | diameter px |"]
-    lines.append("|---|---|---|---|---|---|---|")
+    lines = ["| group | held out | images | objects | old val | p99 intensity | diameter px | separation |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
     for name, g in result["groups"].items():
         lines.append(
             f"| {name} | {'yes' if g['held_out'] else ''} | {g['images']} | {g['objects']} | "
-            f"{g['old_val_images']} | {g['median_p99_intensity']} | {g['median_nucleus_diameter']} |"
+            f"{g['old_val_images']} | {g['median_p99_intensity']} | {g['median_nucleus_diameter']} | "
+            f"{g['separation'] if g['separation'] is not None else 'whole'} |"
         )
     kinds = defaultdict(lambda: [0, 0])
     for g in result["groups"].values():

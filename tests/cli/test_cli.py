@@ -33,9 +33,15 @@ def test_segment_writes_one_tif_per_image(tiny_model, images, tmp_path):
     out = tmp_path / "out"
     paths = sorted(folder.iterdir())
     assert main(["segment", *map(str, paths), "--out", str(out), "--model", "tiny"]) == 0
+    from napari_loopseg.core.imageio import read_image
+    from napari_loopseg.core.segment import segment
+
     for path in paths:
         labels = tifffile.imread(out / f"{path.stem}.tif")
         assert labels.shape == (140, 150) and labels.dtype == np.uint16
+        rgb = read_image(path).ndim == 3
+        assert np.array_equal(labels, segment(read_image(path), model="tiny", rgb=rgb))  # as the API
+    assert tifffile.imread(out / "lzw.tif").max() >= 5  # objects found, so the comparisons mean something
     assert np.array_equal(tifffile.imread(out / "lzw.tif"), tifffile.imread(out / "zlib.tif"))
 
 
@@ -89,6 +95,7 @@ def test_unknown_model_and_bad_options(images, tmp_path, capsys):
     assert main(["segment", str(folder / "lzw.tif"), "--out", str(out), "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert main(["segment", str(folder / "lzw.tif"), "--out", str(out), "--tile-size", "0"]) == 2
+    assert "--tile-size must be positive, got 0" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -37,9 +37,11 @@ def test_refuses_to_overwrite(tiny_model, model_dir):
 @pytest.mark.parametrize("name", ["", "../evil", "a/b", "x" * 80])
 def test_rejects_unsafe_names(name, model_dir):
     config = UNetConfig(width=4, depth=2)
+    model_dir.mkdir(parents=True)
+    before = set(model_dir.parent.rglob("*"))
     with pytest.raises(ModelError, match="invalid model name"):
         save_model(UNet(config), make_card(name, config, Normalization(), DecodeParams()), model_dir)
-    assert not any(model_dir.glob("*")) if model_dir.exists() else True
+    assert set(model_dir.parent.rglob("*")) == before  # nothing written, not even beside the folder
 
 
 def test_truncated_file_is_a_clear_error(tiny_model, model_dir, tmp_path):
