@@ -61,7 +61,7 @@ def main() -> None:
     from napari_loopseg.core.cpu_features import cpu_info
     from napari_loopseg.core.predict import autocast_dtype, precision_name
     from napari_loopseg.widgets import segment_jobs
-    from napari_loopseg.widgets.finetune_widget import WHOLE_IMAGE
+    from napari_loopseg.widgets.pairs_panel import WHOLE_IMAGE
 
     viewer = napari.Viewer(show=True)
     large, _ = viewer.open_sample("napari-loopseg", "nuclei_large")
@@ -83,7 +83,7 @@ def main() -> None:
 
     small, truth = viewer.open_sample("napari-loopseg", "nuclei")
     pair_labels = viewer.add_labels(np.asarray(truth.data), name="corrected")
-    finetune.add_pair(small, pair_labels, WHOLE_IMAGE)
+    finetune.pairs.add_pair(small, pair_labels, WHOLE_IMAGE)
     finetune.steps.setValue(args.steps)
     result["finetune"] = _probe(
         finetune.finetune_button.click, lambda: finetune.worker is None and finetune.segment_worker is None

@@ -10,13 +10,15 @@ closest honest proxy we can build from the data we have.
 
 How (deterministic: same data, same file): images are first split by modality and size (one
 microscope/camera rarely makes two sizes, two sources rarely share an unusual size); each stratum
-of at least ``MIN_SPLIT`` images is then clustered with k-means (fixed seed, k-means++ start, best
-of ``N_INIT``) on standardised appearance figures: brightness, background, nucleus contrast, spread
-of nucleus intensities, foreground fraction, nucleus size and density, and stain colour for RGB
-images. Held-out groups are chosen per modality, whole groups only: the set of groups whose image
-count is closest to ``HOLDOUT_FRACTION`` of that modality (preferring several groups from
-different strata), so fluorescence, colour-stained tissue and grey brightfield are all covered.
-Writes JSON: every group with its image ids, figures and whether it is held out.
+of at least ``MIN_SPLIT`` images is then clustered with k-means (fixed seed, k-means++ starts,
+best of ``N_INIT``; k by silhouette) on standardised figures of the acquisition rather than of the
+field: background, nucleus intensity, contrast and its spread, noise, nucleus size, stain colour.
+A group whose images look like another dataset's (``--same-source``: BBBC039) is marked as that
+source, so a leave-one-source-out run can drop it too. Held-out groups are chosen per modality,
+whole groups only: the set whose image count is closest to ``HOLDOUT_FRACTION`` of that modality,
+preferring whole strata and several strata, so fluorescence, colour-stained tissue and grey
+brightfield are all covered. Writes JSON (every group: image ids, figures, held out or not) and a
+Markdown table beside it.
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ MAX_HOLDOUT_GROUPS = 5
 #: images are to each other than to the nearest sibling cluster) is at least this: a cluster
 #: that shades into a sibling is likely the same acquisition, and that sibling stays in training.
 MIN_SEPARATION = 0.25
-#: DSB groups that are another dataset's source: not held out here, since that dataset is scored
-#: whole. Evidence: BBBC039's README says 43 of its images are also in DSB2018; this group has
-#: exactly 43 images of BBBC039's size, 124 nuclei each (BBBC039: 120) of median area 629 px
-#: (BBBC039: about 600). Training without BBBC039 (leave one source out) also leaves it out.
-SAME_SOURCE = {"fluorescence-520x696-a": "bbbc039"}
+MIN_HOLDOUT_OBJECTS = 300  # per modality, for a score that does not swing with a few nuclei
+#: A group is another dataset's source when its images' median distance (scale-free figures) to
+#: their nearest image of that dataset is within this percentile of the dataset's own
+#: nearest-neighbour distances. (BBBC039's README: 43 of its images are also in DSB2018.)
+SAME_SOURCE_PERCENTILE = 95
 FORMAT = "loopseg-acquisition-groups"
 
 #: What clusters: figures of the acquisition (stain, exposure, camera, magnification, cell type),
@@ -76,7 +78,7 @@ def image_features(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     object_means = np.bincount(inverse, weights=grey[fg], minlength=len(ids)) / np.maximum(areas, 1)
     fg_mean = float(grey[fg].mean()) if fg.any() else float(np.percentile(grey, 99))
     bg_mean = float(grey[~fg].mean()) if (~fg).any() else 0.0
-    far = ~ndi.binary_dilation(fg, iterations=2)  # background away from nuclei' blurred edges
+    far = ~ndi.binary_dilation(fg, iterations=2)  # background away from the nuclei's blurred edges
     detail = grey - ndi.gaussian_filter(grey, 1.0)
     features = {
         "brightness": float(np.log1p(np.percentile(grey, 99))),
@@ -101,6 +103,50 @@ def image_features(image: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             "nuclei_blue": float(nuclei_chroma[2]),
         }
     return features
+
+
+def source_figures(image: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+    """Figures that survive a change of bit depth and intensity scaling (DSB re-saved its sources
+    as 8 bit): on the image normalised to its 1st..99.8th percentiles. None without objects."""
+    grey = image[..., :3].astype(np.float64) @ _LUMA if image.ndim == 3 else image.astype(np.float64)
+    low, high = np.percentile(grey, (1, 99.8))
+    grey = (grey - low) / max(high - low, 1e-9)
+    fg = labels > 0
+    if not fg.any() or fg.all():
+        return None
+    _, inverse = np.unique(labels[fg], return_inverse=True)
+    areas = np.bincount(inverse)
+    means = np.bincount(inverse, weights=grey[fg]) / areas
+    return np.array(
+        [
+            np.log(np.median(np.sqrt(4 * areas / np.pi))),
+            np.log1p(len(areas)),
+            fg.mean(),
+            np.median(means),
+            means.std(),
+            grey[~fg].mean(),
+            np.median(grey[~fg]),
+        ]
+    )
+
+
+def same_source(groups: dict[str, list[dict]], other: np.ndarray) -> list[str]:
+    """Groups whose images sit among ``other``'s images (rows of :func:`source_figures`)."""
+    mean, std = other.mean(0), np.where(other.std(0) > 0, other.std(0), 1.0)
+    ref = (other - mean) / std
+    own = np.sqrt(((ref[:, None] - ref[None]) ** 2).sum(-1))
+    np.fill_diagonal(own, np.inf)
+    limit = np.percentile(own.min(1), SAME_SOURCE_PERCENTILE)
+    found = []
+    for name, members in groups.items():
+        figures = [r["source_figures"] for r in members if r["source_figures"] is not None]
+        if not figures:
+            continue
+        z = (np.array(figures) - mean) / std
+        nearest = np.sqrt(((z[:, None] - ref[None]) ** 2).sum(-1)).min(1)
+        if np.median(nearest) <= limit:
+            found.append(name)
+    return found
 
 
 def kmeans(x: np.ndarray, k: int, seed: int = SEED, n_init: int = N_INIT, iters: int = 100) -> np.ndarray:
@@ -183,10 +229,10 @@ def group_images(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def choose_held_out(groups: dict[str, list[dict]]) -> list[str]:
-    """Per modality, up to MAX_HOLDOUT_GROUPS groups whose image count is closest to
-    HOLDOUT_FRACTION of it; among near ties (within 10% of the target), whole strata first (no
-    sibling cluster of the same acquisition left in training), then more strata, then more groups."""
+def choose_held_out(groups: dict[str, list[dict]], exclude: set[str] = frozenset()) -> list[str]:
+    """Per modality, up to MAX_HOLDOUT_GROUPS groups holding MIN_HOLDOUT_OBJECTS nuclei whose image
+    count is closest to HOLDOUT_FRACTION of it; among near ties (within 10% of the target), whole
+    strata first (no sibling cluster of one acquisition left in training), then more strata."""
     strata = {name: members[0]["stratum"] for name, members in groups.items()}
     by_kind: dict[str, list[str]] = defaultdict(list)
     for name, members in groups.items():
@@ -199,15 +245,16 @@ def choose_held_out(groups: dict[str, list[dict]]) -> list[str]:
             n
             for n in names
             if MIN_HOLDOUT_GROUP <= len(groups[n]) <= MAX_HOLDOUT_SHARE * total
-            and n not in SAME_SOURCE
+            and n not in exclude
             and (separation(groups[n]) or 1.0) >= MIN_SEPARATION
         )
 
         def cost(subset: tuple[str, ...]) -> tuple:
             count = sum(len(groups[n]) for n in subset)
+            few = sum(r["objects"] for n in subset for r in groups[n]) < MIN_HOLDOUT_OBJECTS
             whole = sum(strata[n] == n for n in subset)
             n_strata = len({strata[n] for n in subset})
-            return (round(abs(count - target) / max(target, 1), 1), -whole, -n_strata, -len(subset), subset)
+            return (few, round(abs(count - target) / max(target, 1), 1), -whole, -n_strata, -len(subset), subset)
 
         subsets = [
             s for r in range(1, MAX_HOLDOUT_GROUPS + 1) for s in itertools.combinations(candidates, r)
@@ -217,7 +264,7 @@ def choose_held_out(groups: dict[str, list[dict]]) -> list[str]:
     return sorted(chosen)
 
 
-def summary(name: str, members: list[dict]) -> dict:
+def summary(members: list[dict]) -> dict:
     """Median figures of a group, in readable units."""
     f = {k: float(np.median([r["features"][k] for r in members])) for k in ("brightness", "diameter")}
     return {
@@ -229,8 +276,31 @@ def summary(name: str, members: list[dict]) -> dict:
         "median_p99_intensity": round(float(np.expm1(f["brightness"])), 1),
         "median_nucleus_diameter": round(float(np.exp(f["diameter"])), 1),
         "separation": separation(members),
-        **({"same_source_as": SAME_SOURCE[name]} if name in SAME_SOURCE else {}),
     }
+
+
+def table(result: dict) -> str:
+    """The groups as Markdown, with held-out image counts per modality."""
+    lines = [
+        "| group | held out | images | objects | old val | p99 intensity | diameter px | separation |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    kinds: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for name, g in result["groups"].items():
+        mark = "yes" if g["held_out"] else f"({g['same_source_as']})" if "same_source_as" in g else ""
+        lines.append(
+            f"| {name} | {mark} | {g['images']} | {g['objects']} | {g['old_val_images']} | "
+            f"{g['median_p99_intensity']} | {g['median_nucleus_diameter']} | "
+            f"{g['separation'] if g['separation'] is not None else 'whole'} |"
+        )
+        k = kinds[g["kind"]]
+        k[0] += g["images"]
+        k[1] += g["objects"]
+        k[2] += g["images"] if g["held_out"] else 0
+        k[3] += g["objects"] if g["held_out"] else 0
+    lines += ["", "| modality | images | held out | nuclei | held out |", "|---|---|---|---|---|"]
+    lines += [f"| {kind} | {n} | {h} | {o} | {ho} |" for kind, (n, o, h, ho) in sorted(kinds.items())]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -238,6 +308,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018_train"))
+    parser.add_argument(
+        "--same-source",
+        nargs="*",
+        default=["bbbc039=../shared/data/bbbc039"],
+        metavar="NAME=FOLDER",
+        help="other labelled datasets whose source may be among the DSB images",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/dsb2018_groups.json"))
     args = parser.parse_args()
 
@@ -253,10 +330,17 @@ def main() -> None:
                 "width": labels.shape[1],
                 "objects": int(len(np.unique(labels)) - (labels == 0).any()),
                 "features": image_features(image, labels),
+                "source_figures": source_figures(image, labels),
             }
         )
     groups = group_images(rows)
-    held_out = choose_held_out(groups)
+    sources = {}
+    for spec in args.same_source:
+        name, folder = spec.split("=", 1)
+        figures = [source_figures(*e.read()) for e in read_folder(folder)]
+        for group in same_source(groups, np.array([f for f in figures if f is not None])):
+            sources[group] = name
+    held_out = choose_held_out(groups, exclude=set(sources))
     result = {
         "format": FORMAT,
         "data": "dsb2018_train (BBBC038 stage-1 train)",
@@ -267,32 +351,28 @@ def main() -> None:
             "k": f"largest in 2..{MAX_K} with silhouette >= {K_TOLERANCE} x best",
             "features": [k for k in CLUSTER_FEATURES if any(k in r["features"] for r in rows)],
             "kmeans": {"seed": SEED, "n_init": N_INIT},
+            "same_source_percentile": SAME_SOURCE_PERCENTILE,
             "holdout_fraction_per_kind": HOLDOUT_FRACTION,
             "max_holdout_groups_per_kind": MAX_HOLDOUT_GROUPS,
+            "min_holdout_objects_per_kind": MIN_HOLDOUT_OBJECTS,
             "min_separation": MIN_SEPARATION,
         },
         "held_out": held_out,
         "groups": {
-            name: {**summary(name, members), "held_out": name in held_out, "ids": [r["id"] for r in members]}
+            name: {
+                **summary(members),
+                **({"same_source_as": sources[name]} if name in sources else {}),
+                "held_out": name in held_out,
+                "ids": [r["id"] for r in members],
+            }
             for name, members in groups.items()
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    lines = ["| group | held out | images | objects | old val | p99 intensity | diameter px | separation |"]
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for name, g in result["groups"].items():
-        lines.append(
-            f"| {name} | {'yes' if g['held_out'] else ''} | {g['images']} | {g['objects']} | "
-            f"{g['old_val_images']} | {g['median_p99_intensity']} | {g['median_nucleus_diameter']} | "
-            f"{g['separation'] if g['separation'] is not None else 'whole'} |"
-        )
-    kinds = defaultdict(lambda: [0, 0])
-    for g in result["groups"].values():
-        kinds[g["kind"]][0] += g["images"]
-        kinds[g["kind"]][1] += g["images"] if g["held_out"] else 0
-    lines += ["", *(f"{k}: {h} of {n} images held out" for k, (n, h) in sorted(kinds.items()))]
-    print("\n".join(lines))
+    text = table(result)
+    args.out.with_suffix(".md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

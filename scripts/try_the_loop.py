@@ -74,9 +74,9 @@ def main(prefix: Path) -> None:
 
     _, finetune = viewer.window.add_plugin_dock_widget("napari-loopseg", "Fine-tune")
     finetune.steps.setValue(30)
-    finetune.show_reviewed.setChecked(True)
+    finetune.pairs.show_reviewed.setChecked(True)
     settle(seconds=1.0)
-    print("reviewed column:", finetune.table.item(0, 2).text())
+    print("reviewed column:", finetune.pairs.table.item(0, 2).text())
     prefix.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(prefix.with_name(prefix.name + "-1-reviewed.png")), canvas_only=False)
 
@@ -86,7 +86,7 @@ def main(prefix: Path) -> None:
     intact = np.array_equal(np.asarray(labels.data), edited)
     results = [layer.name for layer in viewer.layers if layer.metadata.get("loopseg")]
     print(f"edited layer intact: {intact}; LoopSeg layers: {results}; active: {finetune.active.name}")
-    finetune.show_reviewed.setChecked(False)
+    finetune.pairs.show_reviewed.setChecked(False)
     settle(seconds=1.0)
     viewer.screenshot(str(prefix.with_name(prefix.name + "-2-after.png")), canvas_only=False)
     viewer.close()

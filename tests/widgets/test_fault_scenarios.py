@@ -21,7 +21,7 @@ from qtpy.QtCore import Qt
 from napari_loopseg.cli import main
 from napari_loopseg.core.models import model_paths
 from napari_loopseg.core.synthetic import make_nuclei
-from napari_loopseg.widgets.finetune_widget import WHOLE_IMAGE
+from napari_loopseg.widgets.pairs_panel import WHOLE_IMAGE
 from napari_loopseg.widgets.review_tracking import tracker_for
 
 
@@ -104,7 +104,7 @@ def test_finetune_opened_after_edits_sees_them(viewer, segment, open_widget, qtb
     for y in (20, 40, 60):  # three brush strokes, README order: segment, correct, open Fine-tune
         labels.paint((y, 50), 77, refresh=True)
     finetune = small_finetune(open_widget(viewer, "Fine-tune"))
-    assert finetune.table.item(0, 2).text() not in ("", "0.0%")
+    assert finetune.pairs.table.item(0, 2).text() not in ("", "0.0%")
     click(finetune.finetune_button, qtbot)
     assert finetune.worker is not None  # it trains: no "nothing to learn from yet"
     wait_idle(finetune, qtbot)
@@ -131,7 +131,7 @@ def test_unusable_model_folder_is_refused_before_training_gui(
     image, truth = make_nuclei((96, 112), seed=3)
     viewer.add_image(image, name="cells")
     labels = viewer.add_labels(truth, name="truth")
-    finetune.add_pair(viewer.layers["cells"], labels, WHOLE_IMAGE)
+    finetune.pairs.add_pair(viewer.layers["cells"], labels, WHOLE_IMAGE)
     click(finetune.finetune_button, qtbot)
     assert finetune.worker is None  # refused at once: no training
     assert any(str(unusable_model_dir) in m and "cannot save model versions" in m for m in notifications)
@@ -228,7 +228,7 @@ def test_failure_inside_the_worker_is_a_message(viewer, segment, qtbot, notifica
 def test_pair_reshaped_after_pairing_is_refused(viewer, segment, open_widget, qtbot, notifications, tracebacks):
     labels = segmented(viewer, segment, qtbot)
     finetune = small_finetune(open_widget(viewer, "Fine-tune"))
-    finetune.set_use(labels, WHOLE_IMAGE)
+    finetune.pairs.set_use(labels, WHOLE_IMAGE)
     viewer.layers["cells"].data = make_nuclei((80, 80), seed=4)[0]
     click(finetune.finetune_button, qtbot)
     assert finetune.worker is None
@@ -241,7 +241,7 @@ def test_refusal_inside_the_finetune_worker_is_a_message(
     finetune = small_finetune(open_widget(viewer, "Fine-tune"))
     viewer.add_image(np.full((64, 64), np.nan, np.float32), name="void")
     labels = viewer.add_labels(make_nuclei((64, 64), seed=1)[1], name="truth")
-    finetune.add_pair(viewer.layers["void"], labels, WHOLE_IMAGE)
+    finetune.pairs.add_pair(viewer.layers["void"], labels, WHOLE_IMAGE)
     models_before = set(model_paths())
     click(finetune.finetune_button, qtbot)
     wait_idle(finetune, qtbot)

@@ -6,7 +6,8 @@ from qtpy.QtCore import Qt, QTimer
 
 from napari_loopseg.core.models import model_paths
 from napari_loopseg.core.synthetic import make_nuclei
-from napari_loopseg.widgets.finetune_widget import WHOLE_IMAGE, FinetuneWidget
+from napari_loopseg.widgets.finetune_widget import FinetuneWidget
+from napari_loopseg.widgets.pairs_panel import WHOLE_IMAGE
 from napari_loopseg.widgets.review_tracking import tracker_for
 from napari_loopseg.widgets.segment_widget import SegmentWidget
 
@@ -41,10 +42,10 @@ def test_segment_correct_finetune_resegment(widgets, qtbot):
     """The whole loop: segment, paint a fix, fine-tune, new version active, labels recomputed."""
     viewer, segment, finetune = widgets
     labels = segmented(viewer, segment, qtbot)
-    assert [row.labels for row in finetune.rows] == [labels]  # LoopSeg's result pairs itself
+    assert [row.labels for row in finetune.pairs.rows] == [labels]  # LoopSeg's result pairs itself
     labels.paint((40, 40), 77, refresh=True)  # the brush, through the layer's API: fires paint
     assert tracker_for(labels).touched.any()
-    qtbot.waitUntil(lambda: finetune.table.item(0, 2).text() != "0.0%", timeout=2000)  # refresh is debounced
+    qtbot.waitUntil(lambda: finetune.pairs.table.item(0, 2).text() != "0.0%", timeout=2000)  # refresh is debounced
     qtbot.mouseClick(finetune.finetune_button, Qt.MouseButton.LeftButton)
     statuses: list[str] = []
     finetune.worker.yielded.connect(lambda progress: statuses.append(finetune.status.text()))
@@ -93,18 +94,18 @@ def test_nothing_reviewed_is_a_message(widgets, qtbot, notifications):
 def test_whole_image_mode_and_overlay(widgets, qtbot):
     viewer, segment, finetune = widgets
     labels = segmented(viewer, segment, qtbot)
-    finetune.set_use(labels, WHOLE_IMAGE)
-    assert finetune.table.item(0, 2).text() == "100.0%"
-    (pair,) = finetune.collect_pairs()
+    finetune.pairs.set_use(labels, WHOLE_IMAGE)
+    assert finetune.pairs.table.item(0, 2).text() == "100.0%"
+    (pair,) = finetune.pairs.collect_pairs()
     assert pair["reviewed"] is None and np.array_equal(pair["labels"], labels.data)
     labels.paint((10, 10), 5, refresh=True)
-    finetune.set_use(labels, "My edits")
-    finetune.show_reviewed.setChecked(True)
+    finetune.pairs.set_use(labels, "My edits")
+    finetune.pairs.show_reviewed.setChecked(True)
     overlay = viewer.layers["cells labels reviewed"]
     assert overlay.data[10, 10] == 1 and overlay.data.sum() < overlay.data.size
     # the overlay is an Image layer, but not an image to segment or to pair
     images = [segment.layer_list.item(i).text() for i in range(segment.layer_list.count())]
-    choices = [finetune.image_choice.itemText(i) for i in range(finetune.image_choice.count())]
+    choices = [finetune.pairs.image_choice.itemText(i) for i in range(finetune.pairs.image_choice.count())]
     assert images == ["cells"] and choices == ["cells"]
 
 
@@ -132,7 +133,7 @@ def test_corrupted_model_import_is_a_message(widgets, qtbot, notifications, tmp_
 def test_versions_rename_use_delete(widgets, qtbot):
     viewer, segment, finetune = widgets
     labels = segmented(viewer, segment, qtbot)
-    finetune.set_use(labels, WHOLE_IMAGE)
+    finetune.pairs.set_use(labels, WHOLE_IMAGE)
     qtbot.mouseClick(finetune.finetune_button, Qt.MouseButton.LeftButton)
     wait_idle(finetune, qtbot)
     finetune.versions.rename("tiny-ft-1", "my-cells")
@@ -146,7 +147,7 @@ def test_gui_stays_responsive_while_training(widgets, qtbot):
     """A QTimer probe: the longest gap between 10 ms ticks while fine-tuning runs."""
     viewer, segment, finetune = widgets
     labels = segmented(viewer, segment, qtbot, shape=(256, 256))
-    finetune.set_use(labels, WHOLE_IMAGE)
+    finetune.pairs.set_use(labels, WHOLE_IMAGE)
     finetune.steps.setValue(30)
     finetune.batch.setValue(4)
     ticks: list[float] = []

@@ -9,7 +9,7 @@ import pytest
 from napari.layers import Labels
 
 from napari_loopseg.core.synthetic import make_nuclei
-from napari_loopseg.widgets.finetune_widget import FinetuneWidget
+from napari_loopseg.widgets.pairs_panel import PairsPanel
 
 
 @pytest.fixture
@@ -104,16 +104,16 @@ def test_cancelling_a_resegmentation_says_cancelled(viewer, finetune, qtbot, mon
 def test_reviewed_refresh_is_debounced(viewer, open_widget, tiny_model, qtbot, monkeypatch):
     """Defect 3: every paint event scheduled its own refresh of every pair's reviewed mask."""
     refreshes = []
-    original = FinetuneWidget._refresh_reviewed
-    monkeypatch.setattr(FinetuneWidget, "_refresh_reviewed", lambda self: refreshes.append(1) or original(self))
+    original = PairsPanel._refresh_reviewed
+    monkeypatch.setattr(PairsPanel, "_refresh_reviewed", lambda self: refreshes.append(1) or original(self))
     finetune = open_widget(viewer, "Fine-tune")
     image, truth = make_nuclei((96, 112), seed=3)
     viewer.add_image(image, name="cells")
     labels = viewer.add_labels(truth, name="mine")
-    finetune.add_pair(finetune.viewer.layers["cells"], finetune.viewer.layers["mine"])
+    finetune.pairs.add_pair(finetune.viewer.layers["cells"], finetune.viewer.layers["mine"])
     refreshes.clear()
     for x in range(10, 90, 4):  # a burst of 20 brush dabs
         labels.paint((40, x), 5, refresh=False)
     qtbot.wait(600)
     assert len(refreshes) == 1
-    assert finetune.table.item(0, 2).text() not in ("", "0.0%")
+    assert finetune.pairs.table.item(0, 2).text() not in ("", "0.0%")
