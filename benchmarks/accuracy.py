@@ -4,7 +4,7 @@
         --out benchmarks/results/accuracy-dsb-val.json
 
 The folder holds ``images/<id>.tif`` and ``labels/<id>.tif``; an optional ``manifest.csv``
-(image_id, kind, split) groups the table by modality and selects a split. The classical baseline
+(image_id or id, kind, split) groups the table by modality and selects a split. The classical baseline
 (what users reach for without deep learning: Gaussian smoothing, Otsu threshold, distance-transform
 seeds, watershed, all from scikit-image) runs in the same pass on the same normalised images.
 Writes JSON and a Markdown table beside it.
@@ -13,22 +13,21 @@ Writes JSON and a Markdown table beside it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
 from skimage.segmentation import watershed
 
+from napari_loopseg.core.datasets import read_folder
 from napari_loopseg.core.instances import decode, relabel_sequential
-from napari_loopseg.core.metrics import scorecard, weak_spots
+from napari_loopseg.core.metrics import scorecard, scorecard_table, weak_spots
 from napari_loopseg.core.models import load_model
 from napari_loopseg.core.normalize import normalize_plane
 from napari_loopseg.core.predict import Predictor
@@ -50,42 +49,6 @@ def classical(plane: np.ndarray, min_distance: int = 4, min_area: int = 12) -> n
     return relabel_sequential(labels)
 
 
-def _entries(data: Path, split: str | None) -> list[tuple[str, str]]:
-    manifest = data / "manifest.csv"
-    if manifest.exists():
-        with open(manifest, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        return [
-            (r["image_id"], r.get("kind", "all")) for r in rows if split is None or r.get("split") == split
-        ]
-    return [(p.stem, "all") for p in sorted((data / "images").glob("*.tif"))]
-
-
-def _table(scores: dict) -> str:
-    lines = [
-        "| method | modality | images | objects | AP@0.5 | AP@0.75 | mean AP |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for method, s in scores.items():
-        for kind, k in [*s["by_kind"].items(), ("all", s)]:
-            lines.append(
-                f"| {method} | {kind} | {k['images']} | {k['objects']} | {k['ap50']:.3f} | {k['ap75']:.3f} | {k['map']:.3f} |"
-            )
-    bins = list(next(iter(scores.values()))["recall50_by_diameter"])
-    lines += [
-        "",
-        f"| recall at IoU 0.5, nuclei of diameter | {' | '.join(bins)} |",
-        "|---" * (len(bins) + 1) + "|",
-    ]
-    for method, s in scores.items():
-        by_size = s["recall50_by_diameter"]
-        cells = [
-            f"{by_size[b]['recall']:.3f} ({by_size[b]['objects']})" if b in by_size else "-" for b in bins
-        ]
-        lines.append(f"| {method} | {' | '.join(cells)} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,9 +64,9 @@ def main() -> None:
     predictor = Predictor(model.net, device=args.device)
     items: dict[str, list] = {"loopseg": [], "classical": []}
     seconds = {"loopseg": 0.0, "classical": 0.0}
-    for image_id, kind in _entries(args.data, args.split or None):
-        image = tifffile.imread(args.data / "images" / f"{image_id}.tif")
-        truth = tifffile.imread(args.data / "labels" / f"{image_id}.tif")
+    for entry in read_folder(args.data, args.split or None):
+        image, truth = entry.read()
+        kind = entry.kind
         plane = normalize_plane(image, rgb=image.ndim == 3, norm=model.normalization)
         start = time.perf_counter()
         ours = decode(predictor.predict(plane), model.decode_params)
@@ -126,7 +89,7 @@ def main() -> None:
         "machine": platform.platform(),
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
-    table = _table(scores)
+    table = scorecard_table(scores)
     print(table)
     print("\n".join(result["weak_spots"]))
     if args.out:

@@ -12,17 +12,15 @@ diameter (what a user measures with napari's line tool); and with ``object_size=
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
-from skimage.transform import rescale
 
+from napari_loopseg.core.datasets import read_folder, rescaled
 from napari_loopseg.core.metrics import Counts
 from napari_loopseg.core.models import load_model
 from napari_loopseg.core.normalize import Layout
@@ -31,17 +29,6 @@ from napari_loopseg.core.segment import SegmentOptions, segment_iter
 from napari_loopseg.core.sizing import object_diameters
 
 MODES = ("as is", "given size", "auto")
-
-
-def resized(image: np.ndarray, labels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    if scale == 1:
-        return image, labels
-    channel_axis = -1 if image.ndim == 3 else None
-    big = rescale(
-        image, scale, order=1, anti_aliasing=scale < 1, preserve_range=True, channel_axis=channel_axis
-    )
-    lab = rescale(labels, scale, order=0, anti_aliasing=False, preserve_range=True)
-    return big.astype(image.dtype), lab.astype(labels.dtype)
 
 
 def main() -> None:
@@ -56,15 +43,13 @@ def main() -> None:
     args = parser.parse_args()
 
     model = load_model(args.model)
-    with open(args.data / "manifest.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == args.split]
+    rows = read_folder(args.data, args.split)
     counts = {(s, m): Counts() for s in args.scales for m in MODES}
     seconds = {(s, m): 0.0 for s in args.scales for m in MODES}
     for n, row in enumerate(rows):
-        image = tifffile.imread(args.data / "images" / f"{row['image_id']}.tif")
-        truth = tifffile.imread(args.data / "labels" / f"{row['image_id']}.tif")
+        image, truth = row.read()
         for scale in args.scales:
-            img, lab = resized(image, truth, scale)
+            img, lab = rescaled(image, truth, scale)
             given = float(np.median(object_diameters(lab)))
             for mode, size in zip(MODES, (None, given, "auto")):
                 options = SegmentOptions(layout=Layout(rgb=img.ndim == 3), object_size=size)
@@ -72,7 +57,7 @@ def main() -> None:
                 labels = drive(segment_iter(img, model, options))
                 seconds[scale, mode] += time.perf_counter() - started
                 counts[scale, mode].add(lab, labels)
-        print(f"{n + 1}/{len(rows)} {row['image_id'][:12]}", flush=True)
+        print(f"{n + 1}/{len(rows)} {row.id[:12]}", flush=True)
 
     table = [
         {

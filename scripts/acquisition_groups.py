@@ -61,8 +61,16 @@ FORMAT = "loopseg-acquisition-groups"
 #: not of the field's content (how many nuclei, how much foreground), which varies between tiles
 #: of one experiment. Colour images add their stain colour.
 CLUSTER_FEATURES = (
-    "background", "nucleus_intensity", "contrast", "intensity_spread", "noise", "diameter",
-    "red", "blue", "nuclei_red", "nuclei_blue",
+    "background",
+    "nucleus_intensity",
+    "contrast",
+    "intensity_spread",
+    "noise",
+    "diameter",
+    "red",
+    "blue",
+    "nuclei_red",
+    "nuclei_blue",
 )
 
 _LUMA = np.array([0.2125, 0.7154, 0.0721])
@@ -254,11 +262,16 @@ def choose_held_out(groups: dict[str, list[dict]], exclude: set[str] = frozenset
             few = sum(r["objects"] for n in subset for r in groups[n]) < MIN_HOLDOUT_OBJECTS
             whole = sum(strata[n] == n for n in subset)
             n_strata = len({strata[n] for n in subset})
-            return (few, round(abs(count - target) / max(target, 1), 1), -whole, -n_strata, -len(subset), subset)
+            return (
+                few,
+                round(abs(count - target) / max(target, 1), 1),
+                -whole,
+                -n_strata,
+                -len(subset),
+                subset,
+            )
 
-        subsets = [
-            s for r in range(1, MAX_HOLDOUT_GROUPS + 1) for s in itertools.combinations(candidates, r)
-        ]
+        subsets = [s for r in range(1, MAX_HOLDOUT_GROUPS + 1) for s in itertools.combinations(candidates, r)]
         if subsets:
             chosen += min(subsets, key=cost)
     return sorted(chosen)

@@ -1,4 +1,4 @@
-"""Write the bundled sample images (synthetic nuclei with ground truth) into sample_data/."""
+"""Write the bundled sample images (synthetic nuclei with ground truth) into the package's samples/."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from napari_loopseg.core.synthetic import make_nuclei
 SAMPLES = {"nuclei": ((512, 512), 0), "nuclei_large": ((2048, 2048), 1)}
 
 
-FOLDER = Path(__file__).resolve().parents[1] / "sample_data"
+FOLDER = Path(__file__).resolve().parents[1] / "src" / "napari_loopseg" / "samples"
 
 
 def main(folder: Path = FOLDER) -> None:

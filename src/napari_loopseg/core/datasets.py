@@ -55,10 +55,12 @@ def read_folder(folder: str | Path, split: str | None = None) -> list[Entry]:
 
 @dataclass(frozen=True)
 class Groups:
-    """Acquisition groups of one folder: {group name: image ids}, and which are held out."""
+    """Acquisition groups of one folder: {group name: image ids}, which are held out, and which
+    come from another dataset's source ({group: dataset name}, e.g. BBBC039's screen in DSB)."""
 
     members: dict[str, list[str]]
     held_out: list[str]
+    sources: dict[str, str]
 
     @classmethod
     def read(cls, path: str | Path = DEFAULT_GROUPS) -> Groups:
@@ -67,7 +69,8 @@ class Groups:
         unknown = set(data["held_out"]) - set(members)
         if unknown:
             raise ValueError(f"{path}: held-out groups {sorted(unknown)} are not groups")
-        return cls(members, list(data["held_out"]))
+        sources = {n: g["same_source_as"] for n, g in data["groups"].items() if g.get("same_source_as")}
+        return cls(members, list(data["held_out"]), sources)
 
     def group_of(self) -> dict[str, str]:
         """{image id: group name}."""
@@ -75,6 +78,45 @@ class Groups:
 
     def held_out_ids(self) -> set[str]:
         return {i for name in self.held_out for i in self.members[name]}
+
+    def source_ids(self, dataset: str) -> set[str]:
+        """Images of the groups that come from ``dataset``'s source."""
+        return {i for name, src in self.sources.items() if src == dataset for i in self.members[name]}
+
+
+def evaluation_sets(
+    dsb: str | Path, groups: Groups, bbbc039: str | Path | None = None
+) -> dict[str, list[Entry]]:
+    """The sets scores are reported on: ``heldout`` (DSB held-out acquisition groups: choose
+    checkpoints and recipes here), ``val`` (the manifest's random split, for comparison with
+    earlier figures) and ``bbbc039`` (all of it: a source the model may never have seen)."""
+    entries = read_folder(dsb)
+    held = groups.held_out_ids()
+    sets = {
+        "heldout": [e for e in entries if e.id in held],
+        "val": [e for e in entries if e.split == "val"],
+    }
+    if bbbc039 is not None:
+        sets["bbbc039"] = read_folder(bbbc039)
+    return sets
+
+
+def training_entries(
+    dsb: str | Path,
+    groups: Groups | None,
+    bbbc039: str | Path | None = None,
+    exclude_val: bool = True,
+) -> list[Entry]:
+    """DSB images outside the held-out groups (and the old val split, so its figures stay
+    comparable), plus BBBC039. Without ``bbbc039`` (leave one source out) the DSB groups from
+    BBBC039's source are left out too. ``groups=None``: nothing held out (the shipped model)."""
+    skip: set[str] = set()
+    if groups is not None:
+        skip |= groups.held_out_ids()
+        if bbbc039 is None:
+            skip |= groups.source_ids("bbbc039")
+    entries = [e for e in read_folder(dsb) if e.id not in skip and not (exclude_val and e.split == "val")]
+    return entries + (read_folder(bbbc039) if bbbc039 is not None else [])
 
 
 def rescaled(image: np.ndarray, labels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:

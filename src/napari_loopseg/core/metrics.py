@@ -83,6 +83,14 @@ class Counts:
 DIAMETER_BINS = (0.0, 10.0, 20.0, 40.0, np.inf)
 
 
+def bin_names(edges: tuple[float, ...] = DIAMETER_BINS) -> list[str]:
+    """``< 10 px``, ``10-20 px``, ..., ``>= 40 px``."""
+    return [
+        f"< {hi:g} px" if lo == 0 else f">= {lo:g} px" if np.isinf(hi) else f"{lo:g}-{hi:g} px"
+        for lo, hi in zip(edges[:-1], edges[1:])
+    ]
+
+
 @dataclass
 class RecallBySize:
     """Share of true objects found (IoU > threshold), by their diameter: where a model's
@@ -108,9 +116,8 @@ class RecallBySize:
     def summary(self) -> dict[str, dict]:
         """{"10-20 px": {"objects": n, "recall": r}, ...}; empty bins are left out."""
         out = {}
-        for k, (lo, hi) in enumerate(zip(self.edges[:-1], self.edges[1:])):
+        for k, name in enumerate(bin_names(self.edges)):
             if self.total[k]:
-                name = f"< {hi:g} px" if lo == 0 else f">= {lo:g} px" if np.isinf(hi) else f"{lo:g}-{hi:g} px"
                 out[name] = {
                     "objects": int(self.total[k]),
                     "recall": round(float(self.found[k] / self.total[k]), 4),
@@ -131,13 +138,13 @@ def scorecard(items: Iterable[tuple[np.ndarray, np.ndarray, str]]) -> dict:
     and recall at IoU 0.5 by object diameter; the figures a model card and a benchmark report."""
     counts: dict[str, Counts] = defaultdict(Counts)
     images: dict[str, int] = defaultdict(int)
-    recall = RecallBySize()
+    recall: dict[str, RecallBySize] = defaultdict(RecallBySize)
     for truth, pred, kind in items:
         pairs = overlaps(truth, pred)  # once per image, for every tally
         for group in ("all", kind):
             counts[group].add_overlaps(pairs)
+            recall[group].add_overlaps(truth, pairs)
         images[kind] += 1
-        recall.add_overlaps(truth, pairs)
 
     def figures(group: str) -> dict:
         c = counts[group]
@@ -150,9 +157,37 @@ def scorecard(items: Iterable[tuple[np.ndarray, np.ndarray, str]]) -> dict:
 
     return {
         **figures("all"),
-        "by_kind": {kind: figures(kind) for kind in sorted(images)},
-        "recall50_by_diameter": recall.summary(),
+        "by_kind": {
+            kind: {**figures(kind), "recall50_by_diameter": recall[kind].summary()} for kind in sorted(images)
+        },
+        "recall50_by_diameter": recall["all"].summary(),
     }
+
+
+def scorecard_table(cards: dict[str, dict], by_kind: bool = True) -> str:
+    """Named :func:`scorecard` results as one Markdown table (AP, then recall at IoU 0.5 by
+    nucleus diameter), each followed by its modalities: one layout for every benchmark."""
+    bins = bin_names()
+    lines = [
+        f"| set | images | nuclei | AP@0.5 | AP@0.75 | mean AP | {' | '.join(f'recall {b}' for b in bins)} |",
+        "|---" * (6 + len(bins)) + "|",
+    ]
+
+    def row(name: str, s: dict) -> str:
+        by_size = s.get("recall50_by_diameter", {})
+        cells = [
+            f"{by_size[b]['recall']:.3f} ({by_size[b]['objects']})" if b in by_size else "-" for b in bins
+        ]
+        return (
+            f"| {name} | {s['images']} | {s['objects']} | {s['ap50']:.3f} | {s['ap75']:.3f} | "
+            f"{s['map']:.3f} | {' | '.join(cells)} |"
+        )
+
+    for name, card in cards.items():
+        lines.append(row(f"**{name}**", card))
+        if by_kind and len(card.get("by_kind", {})) > 1:
+            lines += [row(f"{name}: {kind}", s) for kind, s in card["by_kind"].items()]
+    return "\n".join(lines)
 
 
 def weak_spots(scores: dict, margin: float = 0.1) -> list[str]:
