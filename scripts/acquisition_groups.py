@@ -257,7 +257,7 @@ def choose_held_out(groups: dict[str, list[dict]], exclude: set[str] = frozenset
             and (separation(groups[n]) or 1.0) >= MIN_SEPARATION
         )
 
-        def cost(subset: tuple[str, ...]) -> tuple:
+        def cost(subset: tuple[str, ...], target: float = target) -> tuple:
             count = sum(len(groups[n]) for n in subset)
             few = sum(r["objects"] for n in subset for r in groups[n]) < MIN_HOLDOUT_OBJECTS
             whole = sum(strata[n] == n for n in subset)

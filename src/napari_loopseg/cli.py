@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .core.cpu_features import PRECISIONS
-from .core.options import DEVICES, MAX_STEPS, MIN_STEPS
+from .core.options import DEFAULT_BLOCK, DEVICES, MAX_STEPS, MIN_STEPS
 from .core.tiling import DEFAULT_TILE
 from .progress_log import LineLog
 
@@ -407,9 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--block-size",
         type=int,
-        default=2048,
+        default=DEFAULT_BLOCK,
         metavar="N",
-        help="zarr inputs: block side for dask (default 2048)",
+        help=f"zarr inputs: block side for dask (default {DEFAULT_BLOCK})",
     )
     where = seg.add_mutually_exclusive_group()
     where.add_argument(

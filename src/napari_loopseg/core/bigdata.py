@@ -20,11 +20,11 @@ import numpy as np
 
 from .instances import DecodeParams, decode
 from .normalize import IntensityMap, Normalization, intensity_map, to_grey
+from .options import DEFAULT_BLOCK
 from .progress import drive
 from .segment import SegmentProgress
 from .tiling import round_up
 
-DEFAULT_BLOCK = 2048
 DEFAULT_LINK = 96  # wider than the nuclei the bundled model finds
 STATS_SAMPLE = 4_000_000  # pixels read (strided) for the intensity statistics
 #: Blocks segmented at a time in this process: torch already uses every core within one block;

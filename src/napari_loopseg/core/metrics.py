@@ -7,6 +7,7 @@ Counts are pooled over objects of all images, so large images weigh by their obj
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def bin_names(edges: tuple[float, ...] = DIAMETER_BINS) -> list[str]:
     """``< 10 px``, ``10-20 px``, ..., ``>= 40 px``."""
     return [
         f"< {hi:g} px" if lo == 0 else f">= {lo:g} px" if np.isinf(hi) else f"{lo:g}-{hi:g} px"
-        for lo, hi in zip(edges[:-1], edges[1:])
+        for lo, hi in itertools.pairwise(edges)
     ]
 
 

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 #: Where to compute: ``auto`` is CUDA, then Apple MPS, then the CPU.
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
+#: Side of the blocks large images are segmented in (dask chunks, zarr chunks of the output).
+DEFAULT_BLOCK = 2048
+
 
 @dataclass(frozen=True)
 class TrainConfig:

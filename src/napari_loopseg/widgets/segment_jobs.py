@@ -22,13 +22,14 @@ from napari.viewer import Viewer
 
 from ..core.errors import InputError
 from ..core.normalize import Layout, check_image
+from ..core.options import DEFAULT_BLOCK
 
 #: Planes larger than this are re-segmented in the visible field of view first.
 LARGE_PLANE = 2048 * 2048
 #: Planes larger than this are segmented block by block: lazy ones (dask, zarr) are never loaded
 #: whole, and in-memory ones never need whole-plane probability maps (3 floats a pixel).
 BLOCKWISE_PLANE = 4096 * 4096
-BLOCK_SIZE = 2048
+BLOCK_SIZE = DEFAULT_BLOCK
 
 
 @dataclass(frozen=True)
