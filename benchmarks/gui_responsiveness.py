@@ -5,8 +5,9 @@
 0. Open the Segment and Fine-tune widgets (they import torch in the background).
 1. Segment the bundled 2048x2048 sample with the Segment widget.
 2. Fine-tune the active model on the 512x512 sample ("whole image correct") for --steps steps.
-Fine-tuned versions go to a temporary registry. Reports the longest gap between timer ticks (what a user feels as a freeze) and the 99th
-percentile, with the machine. The Qt event loop keeps running; nothing here is a test.
+Fine-tuned versions go to a temporary registry. Reports the longest gap between timer ticks (what a user
+feels as a freeze) and the 99th percentile, with the machine. The Qt event loop keeps running; nothing
+here is a test.
 """
 
 from __future__ import annotations

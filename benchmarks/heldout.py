@@ -81,16 +81,16 @@ def main() -> None:
         # held-out and val share a few images: segment each once
         todo = [e for e in entries if (e.folder, e.id) not in done]
         triples, costs[name] = segment_entries(model, todo, device=args.device)
-        done |= {(e.folder, e.id): t for e, t in zip(todo, triples)}
+        done |= {(e.folder, e.id): t for e, t in zip(todo, triples, strict=True)}
         triples = [done[e.folder, e.id] for e in entries]
         cards[name] = scorecard(triples)
         if name == "heldout":
             cards["heldout by group"] = scorecard(
-                (truth, pred, group_of[e.id]) for e, (truth, pred, _) in zip(entries, triples)
+                (truth, pred, group_of[e.id]) for e, (truth, pred, _) in zip(entries, triples, strict=True)
             )
             # the only held-out images a model trained on ``split == train`` has not seen
             cards["heldout, val images only"] = scorecard(
-                t for e, t in zip(entries, triples) if e.split == "val"
+                t for e, t in zip(entries, triples, strict=True) if e.split == "val"
             )
         print(f"{name}: {len(entries)} images, AP@0.5 {cards[name]['ap50']:.3f}", flush=True)
     for scale in args.scales:
@@ -105,7 +105,8 @@ def main() -> None:
     precision = precision_name(autocast_dtype(device, "auto"))
     timing = ", ".join(f"{k} {c['seconds']} s ({c['megapixels_per_second']} Mpx/s)" for k, c in costs.items())
     notes = [
-        f"Model `{model.name}`, default settings, {precision} on {device}, {torch.get_num_threads()} threads.",
+        f"Model `{model.name}`, default settings, {precision} on {device}, "
+        f"{torch.get_num_threads()} threads.",
         f"heldout = DSB groups {', '.join(groups.held_out)} ({args.groups.name}).",
         (
             "bbbc039 is leave-one-source-out only for a model trained without BBBC039 and without DSB "

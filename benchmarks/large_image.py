@@ -10,6 +10,7 @@ to a temporary folder. Peak memory is the resident memory of this process and al
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import tempfile
@@ -27,10 +28,8 @@ def _tree_rss() -> int:
     me = psutil.Process()
     total = me.memory_info().rss
     for child in me.children(recursive=True):
-        try:
+        with contextlib.suppress(psutil.Error):  # a child that exited meanwhile
             total += child.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 

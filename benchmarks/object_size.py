@@ -51,7 +51,7 @@ def main() -> None:
         for scale in args.scales:
             img, lab = rescaled(image, truth, scale)
             given = float(np.median(object_diameters(lab)))
-            for mode, size in zip(MODES, (None, given, "auto")):
+            for mode, size in zip(MODES, (None, given, "auto"), strict=True):
                 options = SegmentOptions(layout=Layout(rgb=img.ndim == 3), object_size=size)
                 started = time.perf_counter()
                 labels = drive(segment_iter(img, model, options))
@@ -83,7 +83,8 @@ def main() -> None:
     }
     lines = ["| scale | mode | AP@0.5 | AP@0.75 | mean AP | seconds |", "|---|---|---|---|---|---|"]
     lines += [
-        f"| {r['scale']} | {r['mode']} | {r['ap50']:.3f} | {r['ap75']:.3f} | {r['map']:.3f} | {r['seconds']} |"
+        f"| {r['scale']} | {r['mode']} | {r['ap50']:.3f} | {r['ap75']:.3f} | {r['map']:.3f} "
+        f"| {r['seconds']} |"
         for r in table
     ]
     print("\n".join(lines))

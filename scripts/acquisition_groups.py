@@ -228,11 +228,11 @@ def group_images(rows: list[dict]) -> dict[str, list[dict]]:
         x = np.array([[r["features"][key] for key in keys] for r in members])
         x = (x - x.mean(0)) / np.where(x.std(0) > 0, x.std(0), 1.0)
         assign = choose_k(x)
-        for row, value in zip(members, silhouettes(x, assign)):
+        for row, value in zip(members, silhouettes(x, assign), strict=True):
             row["silhouette"] = float(value)
-        clusters = [[r for r, a in zip(members, assign) if a == j] for j in np.unique(assign)]
+        clusters = [[r for r, a in zip(members, assign, strict=True) if a == j] for j in np.unique(assign)]
         clusters.sort(key=lambda c: (-len(c), c[0]["id"]))
-        for letter, cluster in zip("abcdefghijklmnopqrstuvwxyz", clusters):
+        for letter, cluster in zip("abcdefghijklmnopqrstuvwxyz", clusters, strict=False):
             groups[f"{name}-{letter}"] = cluster
     return groups
 
@@ -246,7 +246,7 @@ def choose_held_out(groups: dict[str, list[dict]], exclude: set[str] = frozenset
     for name, members in groups.items():
         by_kind[members[0]["kind"]].append(name)
     chosen = []
-    for kind, names in sorted(by_kind.items()):
+    for _kind, names in sorted(by_kind.items()):
         total = sum(len(groups[n]) for n in names)
         target = HOLDOUT_FRACTION * total
         candidates = sorted(

@@ -1,28 +1,47 @@
-"""Train the bundled nuclei model on DSB2018 (BBBC038): seeded, logged, resumable.
+"""Train the bundled nuclei model: seeded, logged, resumable, chosen on held-out acquisitions.
 
-    python scripts/train_bundled.py --data ../shared/data/dsb2018_train --run runs/bundled
+    python scripts/train_bundled.py --run runs/dev1                 # DSB minus held-out + BBBC039
+    python scripts/train_bundled.py --run runs/dev1 --resume        # after the session ended
+    python scripts/train_bundled.py --run runs/loso --no-train-bbbc039   # leave BBBC039 out
 
-Checkpoints go to the run folder after each validation; re-running the same command resumes
-(once all steps are done, re-running only re-tunes the thresholds and rewrites the model).
-The checkpoint with the best validation AP@0.5 (split == val) is kept, decode thresholds are
-tuned on the val split, and the result is written with its model card to the package.
+Data (``core.datasets``): DSB2018 without the held-out acquisition groups of
+``benchmarks/dsb2018_groups.json`` and without the old ``split == val`` (``--holdout groups+val``,
+so both stay scores of unseen images), plus all of BBBC039. ``--no-train-bbbc039`` leaves BBBC039
+and the DSB group from its screen out of training, and scores every third BBBC039 image at each
+validation (leave one source out). ``--holdout none`` trains on everything (the shipped model:
+last step's weights, decode thresholds from ``--decode-from``, a model of the same recipe tuned on
+held-out groups).
+
+Validation every ``--validate-every`` steps on the held-out groups picks the best checkpoint
+(AP@0.5 + mean AP); the old val split and BBBC039 are logged beside it. The run folder holds
+``last.safetensors`` (weights, optimizer, step, both RNGs, configuration: written atomically every
+``--checkpoint-minutes`` and after each validation), ``best.safetensors`` and ``train.log``; no
+pickle anywhere. ``--resume`` continues exactly where ``last`` stopped (refused if the training
+options differ). At the end, decode thresholds are tuned on the held-out groups and the model is
+written with its card to ``--out`` (default: the run folder; the package's ``models/`` only when
+asked).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
-import json
 import logging
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 
+from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
+from napari_loopseg.core.datasets import (
+    DEFAULT_GROUPS,
+    Entry,
+    Groups,
+    evaluation_sets,
+    training_entries,
+)
 from napari_loopseg.core.instances import DecodeParams, decode
 from napari_loopseg.core.metrics import Counts, scorecard, weak_spots
 from napari_loopseg.core.models import bundled_dir, load_path, make_card, save_model
@@ -34,57 +53,89 @@ from napari_loopseg.core.unet import UNet, UNetConfig
 
 log = logging.getLogger("train_bundled")
 
+#: Options that change what training computes: a resumed run must keep them.
+TRAINING_OPTIONS = (
+    "steps", "batch_size", "crop", "lr", "width", "depth", "seed", "kind_balance", "init",
+    "holdout", "train_bbbc039", "validate_every",
+)  # fmt: skip
 
-def load_split(
-    data: Path, split: str, norm: Normalization, kind_balance: float = 0.0
+
+def load_samples(
+    entries: list[Entry], norm: Normalization, kind_balance: float = 0.0
 ) -> tuple[list[Sample], list[str]]:
-    """Images of one split; with ``kind_balance`` b, an image of a kind with n images is drawn
+    """Normalised samples; with ``kind_balance`` b, an image of a kind with n images is drawn
     (N / n) ** b times as often, so rare modalities (stains, brightfield) are not drowned out."""
-    with open(data / "manifest.csv", newline="") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["split"] == split]
-    per_kind = Counter(r["kind"] for r in rows)
+    per_kind = Counter(e.kind for e in entries)
     samples = []
-    for row in rows:
-        image = tifffile.imread(data / "images" / f"{row['image_id']}.tif")
-        labels = tifffile.imread(data / "labels" / f"{row['image_id']}.tif").astype(np.int32)
-        weight = (len(rows) / per_kind[row["kind"]]) ** kind_balance
+    for entry in entries:
+        image, labels = entry.read()
+        weight = (len(entries) / per_kind[entry.kind]) ** kind_balance
         samples.append(Sample(normalize_plane(image, rgb=image.ndim == 3, norm=norm), labels, weight=weight))
-    return samples, [r["kind"] for r in rows]
+    return samples, [e.kind for e in entries]
 
 
-def predict_maps(net: UNet, samples: list[Sample]) -> list[np.ndarray]:
-    predictor = Predictor(net, device="auto")
+def predict_maps(net: UNet, samples: list[Sample], device: str = "auto") -> list[np.ndarray]:
+    predictor = Predictor(net, device=device)
     return [predictor.predict(s.image) for s in samples]
 
 
 def score(maps: list[np.ndarray], samples: list[Sample], params: DecodeParams) -> dict[str, float]:
     counts = Counts()
-    for m, s in zip(maps, samples):
+    for m, s in zip(maps, samples, strict=True):
         counts.add(s.labels, decode(m, params))
     return counts.summary()
 
 
+def selection_score(summary: dict[str, float]) -> float:
+    """What checkpoints and decode thresholds are chosen on: AP@0.5 + mean AP@0.5:0.95."""
+    return summary["ap50"] + summary["map"]
+
+
 def tune_decode(maps: list[np.ndarray], samples: list[Sample]) -> tuple[DecodeParams, dict]:
-    """Grid search of decode thresholds on the val split, maximising AP@0.5 + mean AP."""
+    """Grid search of decode thresholds on the held-out groups, maximising :func:`selection_score`."""
     best, best_scores = DecodeParams(), None
     grid = itertools.product((0.3, 0.4, 0.5, 0.6), (0.1, 0.15, 0.2, 0.3, 0.4, 0.5), (6, 12, 24))
     for fg, seed, min_area in grid:
         params = DecodeParams(foreground=fg, seed=seed, min_area=min_area)
         scores = score(maps, samples, params)
         log.info("decode fg=%.2f seed=%.2f min_area=%d -> %s", fg, seed, min_area, scores)
-        if best_scores is None or scores["ap50"] + scores["map"] > best_scores["ap50"] + best_scores["map"]:
+        if best_scores is None or selection_score(scores) > selection_score(best_scores):
             best, best_scores = params, scores
     return best, best_scores
 
 
-def main() -> None:
+def half_rounded(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights as they ship (half precision), so the figures are those of the shipped file."""
+    return {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018_train"))
+    parser.add_argument("--bbbc039", type=Path, default=Path("../shared/data/bbbc039"))
+    parser.add_argument(
+        "--train-bbbc039",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train on BBBC039 (--no-train-bbbc039: leave it and its DSB group out, score it)",
+    )
+    parser.add_argument("--groups", type=Path, default=DEFAULT_GROUPS)
+    parser.add_argument(
+        "--holdout",
+        choices=("groups+val", "groups", "none"),
+        default="groups+val",
+        help="what training never sees: held-out groups and the old val split, groups only, nothing",
+    )
     parser.add_argument("--run", type=Path, default=Path("runs/bundled"))
-    parser.add_argument("--out", type=Path, default=bundled_dir(), help="folder for the finished model")
-    parser.add_argument("--name", default="nuclei")
+    parser.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for the finished model (default: --run)"
+    )
+    parser.add_argument(
+        "--name", default=None, help="model name (default: nuclei in the package, else nuclei-<run>)"
+    )
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
@@ -92,6 +143,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--validate-every", type=int, default=500)
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
@@ -104,17 +156,45 @@ def main() -> None:
     parser.add_argument(
         "--init", type=Path, default=None, help="start from this model file (same architecture)"
     )
+    parser.add_argument(
+        "--decode-from", type=Path, default=None, help="with --holdout none: take this model's thresholds"
+    )
     parser.add_argument("--note", default=None, help="how this run came about, for the model card")
     args = parser.parse_args()
+    args.out = args.out or args.run
+    if args.name is None:  # a user-folder model may not shadow the bundled name
+        args.name = "nuclei" if args.out.resolve() == bundled_dir().resolve() else f"nuclei-{args.run.name}"
+    return args
+
+
+def training_options(args: argparse.Namespace) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in TRAINING_OPTIONS}
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-
     args.run.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(message)s",
         handlers=[logging.StreamHandler(), logging.FileHandler(args.run / "train.log")],
     )
+    last_file, best_file = args.run / "last.safetensors", args.run / "best.safetensors"
+    options = training_options(args)
+    resume, meta = (None, {})
+    if last_file.exists() and not args.resume:
+        raise SystemExit(f"{last_file} exists: pass --resume to continue it, or choose another --run")
+    if args.resume:
+        if not last_file.exists():
+            raise SystemExit(f"--resume: {last_file} does not exist")
+        resume, meta = load_checkpoint(last_file)
+        changed = {k: (meta["options"].get(k), v) for k, v in options.items() if meta["options"].get(k) != v}
+        if changed:
+            raise SystemExit(f"--resume with other training options (checkpoint, now): {changed}")
+        log.info("resuming from step %d (%.0f s trained)", resume["step"], meta["seconds"])
+
     norm = Normalization()
     config = TrainConfig(
         steps=args.steps,
@@ -122,7 +202,7 @@ def main() -> None:
         crop=args.crop,
         lr=args.lr,
         scale_range=(0.75, 1.33),
-        validate_every=args.validate_every,
+        validate_every=args.validate_every if args.holdout != "none" else 0,
         seed=args.seed,
         device=args.device,
     )
@@ -132,72 +212,120 @@ def main() -> None:
     if args.init:
         start = load_path(args.init)
         if start.net.config != arch:
-            parser.error(f"--init {args.init} has architecture {start.net.config}, not {arch}")
+            raise SystemExit(f"--init {args.init} has architecture {start.net.config}, not {arch}")
         net.load_state_dict(start.net.state_dict())
-    train, _ = load_split(args.data, "train", norm, args.kind_balance)
-    val, val_kinds = load_split(args.data, "val", norm)
-    log.info("loaded %d train, %d val images", len(train), len(val))
 
-    state_file, best_file = args.run / "last.pt", args.run / "best.pt"
-    resume = torch.load(state_file, weights_only=True) if state_file.exists() else None
-    best = torch.load(best_file, weights_only=True) if best_file.exists() else {"ap50": -1.0}
-    if resume:
-        log.info("resuming from step %d", resume["step"])
-        resume["rng"] = json.loads(resume["rng"])
+    groups = Groups.read(args.groups) if args.holdout != "none" else None
+    bbbc039 = args.bbbc039 if args.train_bbbc039 else None
+    entries = training_entries(args.data, groups, bbbc039, exclude_val=args.holdout == "groups+val")
+    train, _ = load_samples(entries, norm, args.kind_balance)
+    sets: dict[str, list[Sample]] = {}
+    kinds: dict[str, list[str]] = {}
+    if groups is not None:
+        chosen = evaluation_sets(args.data, groups, None if args.train_bbbc039 else args.bbbc039)
+        if args.holdout != "groups+val":
+            chosen.pop("val")
+        for name, set_entries in chosen.items():
+            sets[name], kinds[name] = load_samples(set_entries, norm)
+    log.info(
+        "training on %d images (%s); scoring on %s",
+        len(train),
+        dict(Counter(e.folder.name for e in entries)),
+        {k: len(v) for k, v in sets.items()},
+    )
 
     def validate(model: UNet) -> dict:
-        return score(predict_maps(model, val), val, DecodeParams())
+        """Default thresholds; every third BBBC039 image (all of them at the end)."""
+        predictor = Predictor(model, device=args.device)
+        out = {}
+        for name, samples in sets.items():
+            samples = samples[::3] if name == "bbbc039" else samples
+            counts = Counts()
+            for s in samples:
+                counts.add(s.labels, decode(predictor.predict(s.image), DecodeParams()))
+            out[name] = {k: round(v, 4) for k, v in counts.summary().items()}
+        return out
 
-    trained_before = float(resume.get("seconds", 0.0)) if resume else 0.0
+    best = load_checkpoint(best_file)[1] if args.resume and best_file.exists() else {"score": -1.0}
+    trained_before = float(meta.get("seconds", 0.0))
+    started = time.perf_counter()
+    latest: dict = {}
 
     def checkpoint(state: dict) -> None:
+        latest["model"] = state["model"]
         seconds = trained_before + time.perf_counter() - started
-        torch.save({**state, "rng": json.dumps(state["rng"]), "seconds": seconds}, state_file)
+        save_checkpoint(last_file, state, {"options": options, "seconds": seconds})
 
-    started = time.perf_counter()
-    gen = train_iter(net, train, config, validate=validate, checkpoint=checkpoint, resume=resume)
-    try:
-        while True:
+    gen = train_iter(
+        net,
+        train,
+        config,
+        validate=validate if sets else None,
+        checkpoint=checkpoint,
+        resume=resume,
+        checkpoint_every=60 * args.checkpoint_minutes,
+    )
+    while True:
+        try:
             progress = next(gen)
-            if progress.step % 50 == 0:
-                log.info(
-                    "step %d/%d loss %.4f %.0fs",
-                    progress.step,
-                    progress.steps,
-                    progress.loss,
-                    progress.seconds,
-                )
-            if progress.validation:
-                log.info("step %d validation %s", progress.step, progress.validation)
-                if progress.validation["ap50"] > best["ap50"]:
-                    state = torch.load(state_file, weights_only=True)["model"]
-                    best = {"ap50": progress.validation["ap50"], "step": progress.step, "model": state}
-                    torch.save(best, best_file)
-    except StopIteration:
-        pass
+        except StopIteration as stop:
+            net = stop.value
+            break
+        if progress.step % 50 == 0:
+            log.info(
+                "step %d/%d loss %.4f %.0fs",
+                progress.step,
+                progress.steps,
+                progress.loss,
+                progress.seconds,
+            )
+        if progress.validation:
+            value = selection_score(progress.validation["heldout"])
+            log.info("step %d validation %s", progress.step, progress.validation)
+            if value > best["score"]:
+                best = {"score": value, "step": progress.step, "validation": progress.validation}
+                save_checkpoint(best_file, {"model": latest["model"]}, best)
     seconds = trained_before + time.perf_counter() - started
 
-    # score exactly what ships: the weights rounded to half precision, as saved
-    net.load_state_dict(
-        {k: v.half().float() if v.is_floating_point() else v for k, v in best["model"].items()}
-    )
-    net.eval()
-    maps = predict_maps(net, val)
-    params, scores = tune_decode(maps, val)
-    log.info("best step %d, tuned %s -> %s", best["step"], params, scores)
-    evaluation = scorecard((s.labels, decode(m, params), kind) for m, s, kind in zip(maps, val, val_kinds))
-    log.info("val by modality and object size: %s", evaluation)
+    metrics, params = {}, DecodeParams()
+    if sets:
+        net.load_state_dict(half_rounded(load_checkpoint(best_file)[0]["model"]))
+        net.eval()
+        maps = predict_maps(net, sets["heldout"], args.device)
+        params, tuned = tune_decode(maps, sets["heldout"])
+        log.info("best step %d, tuned %s -> %s", best["step"], params, tuned)
+        predictor = Predictor(net, device=args.device)
+        for name, samples in sets.items():
+            labels = [decode(predictor.predict(s.image), params) for s in samples]
+            metrics[name] = scorecard(
+                (s.labels, p, k) for s, p, k in zip(samples, labels, kinds[name], strict=True)
+            )
+            log.info("%s: %s", name, metrics[name])
+    else:
+        net.load_state_dict(half_rounded(net.state_dict()))
+        if args.decode_from:
+            params = load_path(args.decode_from).decode_params
     card = make_card(
         args.name,
         arch,
         norm,
         params,
         training={
-            "data": "BBBC038 / 2018 Data Science Bowl stage-1 train (CC0), manifest split == train",
+            "data": {
+                "dsb2018": "BBBC038 / 2018 Data Science Bowl stage-1 train (CC0)"
+                + {
+                    "groups+val": f", minus held-out groups ({args.groups.name}) and split == val",
+                    "groups": f", minus held-out groups ({args.groups.name})",
+                    "none": ", all images",
+                }[args.holdout],
+                "bbbc039": "all 157 images (CC0)" if args.train_bbbc039 else "left out, with its DSB group",
+            },
             "images": len(train),
             "objects": int(sum(len(np.unique(s.labels)) - 1 for s in train)),
             "steps": args.steps,
-            "best_step": int(best["step"]),
+            "best_step": int(best.get("step", args.steps)),
+            "selected_on": "held-out groups, AP@0.5 + mean AP" if sets else "last step",
+            "decode_tuned_on": "held-out groups" if sets else str(args.decode_from or "defaults"),
             "batch_size": args.batch_size,
             "crop": args.crop,
             "lr": args.lr,
@@ -210,8 +338,8 @@ def main() -> None:
             "script": "scripts/train_bundled.py",
             **({"note": args.note} if args.note else {}),
         },
-        metrics={"dsb2018_val": evaluation},
-        weak_spots=weak_spots(evaluation),
+        metrics={f"dsb2018_{k}" if k != "bbbc039" else k: v for k, v in metrics.items()},
+        weak_spots=weak_spots(metrics["heldout"]) if metrics else [],
         diameters=Diameters.measure([s.labels for s in train]),
     )
     out = args.out / f"{args.name}.safetensors"

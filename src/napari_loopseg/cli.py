@@ -354,7 +354,7 @@ def _models(args: argparse.Namespace) -> int:
     header = ("name", "source", "parent", "val AP@0.5", "path")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 

@@ -49,7 +49,9 @@ def test_block_plan_covers_the_image_once():
     cover = np.zeros((300, 250), int)
     for block in blocks:
         cover[block.core] += 1
-        assert all(r.start <= c.start and r.stop >= c.stop for r, c in zip(block.read, block.core))
+        assert all(
+            r.start <= c.start and r.stop >= c.stop for r, c in zip(block.read, block.core, strict=True)
+        )
     assert (cover == 1).all() and len(blocks) == 6
 
 

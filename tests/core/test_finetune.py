@@ -60,7 +60,7 @@ def test_inputs_are_not_modified(tiny_model):
         crop=32,
         device="cpu",
     )
-    for p, (image, labels) in zip(pairs, copies):
+    for p, (image, labels) in zip(pairs, copies, strict=True):
         assert np.array_equal(p.image, image) and np.array_equal(p.labels, labels)
 
 

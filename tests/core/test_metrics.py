@@ -50,7 +50,9 @@ def test_overlaps_are_sparse_pairs_with_ids():
     pred = np.zeros_like(truth)
     pred[:, 0:15] = 2  # covers all of 5 and half of 9
     pairs = overlaps(truth, pred)
-    found = sorted(zip(pairs.truth.tolist(), pairs.pred.tolist(), np.round(pairs.iou, 3).tolist()))
+    found = sorted(
+        zip(pairs.truth.tolist(), pairs.pred.tolist(), np.round(pairs.iou, 3).tolist(), strict=True)
+    )
     assert found == [(5, 2, round(100 / 150, 3)), (9, 2, round(50 / 200, 3))]
     assert (pairs.n_true, pairs.n_pred) == (3, 1)
     assert overlaps(truth, np.zeros_like(truth)).iou.size == 0

@@ -22,7 +22,9 @@ from napari_loopseg.core.unet import UNet, UNetConfig
 def test_round_trip_keeps_weights_and_card(tiny_model, model_dir):
     again = load_model(model_dir / "tiny.safetensors")
     assert again.card == tiny_model.card
-    for (name, a), b in zip(tiny_model.net.state_dict().items(), again.net.state_dict().values()):
+    for (name, a), b in zip(
+        tiny_model.net.state_dict().items(), again.net.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert json.loads((model_dir / "tiny.json").read_text()) == tiny_model.card
     assert "tiny" in model_paths()

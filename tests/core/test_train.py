@@ -28,7 +28,7 @@ def test_loss_falls_and_inputs_are_untouched():
     trained = drive(train_iter(net, samples, config), lambda p: losses.append(p.loss))
     assert len(losses) == 40
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
-    for s, (image, labels) in zip(samples, before):
+    for s, (image, labels) in zip(samples, before, strict=True):
         assert np.array_equal(s.image, image) and np.array_equal(s.labels, labels)
     for k, v in net.state_dict().items():  # the starting model is never modified
         assert torch.equal(v, original[k]), k
@@ -79,7 +79,7 @@ def test_cached_and_elastic_crops_keep_binary_targets_and_unreviewed_weight_zero
         images.shape == (8, 1, 64, 64) and targets.shape == (8, 3, 64, 64) and weights.shape == (8, 1, 64, 64)
     )
     assert set(np.unique(targets[:, :2].numpy())) <= {0.0, 1.0}
-    assert 0 <= targets[:, 2].min() and targets[:, 2].max() <= 1
+    assert targets[:, 2].min() >= 0 and targets[:, 2].max() <= 1
     assert (weights == 0).any() and (weights > 0).any()  # half of the image is not reviewed
 
 
@@ -99,3 +99,79 @@ def test_steps_must_be_resolved_before_training():
     net = UNet(UNetConfig(width=4, depth=2))
     with pytest.raises(ValueError, match="steps"):
         next(train_iter(net, [_sample(0)], TrainConfig(steps=None, device="cpu")))
+
+
+def test_resume_from_a_checkpoint_file_continues_exactly(tmp_path):
+    """Stopped at step 7 and resumed from the file on disk, training takes the same crops, rates
+    and updates as a run never stopped: same losses from step 8 on, same final weights."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same float sums in both runs
+    try:
+        _resume_and_compare(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resume_and_compare(tmp_path):
+    from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
+
+    samples = [_sample(0), _sample(1, reviewed=True)]
+    config = TrainConfig(
+        steps=12, batch_size=2, crop=32, lr=1e-2, elastic=2.0, device="cpu", precision="fp32", seed=3
+    )
+    net = UNet(UNetConfig(width=4, depth=2))
+    whole = []
+    straight = drive(train_iter(net, samples, config), lambda p: whole.append(p.loss))
+
+    path = tmp_path / "last.safetensors"
+    stopped = train_iter(
+        net,
+        samples,
+        config,
+        checkpoint=lambda state: save_checkpoint(path, state, {"note": "x"}),
+        checkpoint_every=0,
+    )
+    first = [next(stopped).loss for _ in range(7)]
+    stopped.close()  # the session ends
+    state, meta = load_checkpoint(path)
+    assert state["step"] == 7 and meta == {"note": "x"}
+
+    fresh = UNet(UNetConfig(width=4, depth=2))  # a new process: other initial weights
+    rest = []
+    resumed = drive(train_iter(fresh, samples, config, resume=state), lambda p: rest.append((p.step, p.loss)))
+    assert first == whole[:7]
+    assert [s for s, _ in rest] == list(range(8, 13))
+    assert [loss for _, loss in rest] == whole[7:]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_file_holds_no_pickle_and_keeps_every_tensor(tmp_path):
+    from safetensors import safe_open
+
+    from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
+
+    net = UNet(UNetConfig(width=4, depth=2))
+    states = []
+    config = TrainConfig(steps=2, batch_size=2, crop=32, device="cpu", precision="fp32")
+    drive(train_iter(net, [_sample(0)], config, checkpoint=states.append, checkpoint_every=0))
+    path = save_checkpoint(tmp_path / "c.safetensors", states[-1], {"config": {"steps": 2}})
+    with safe_open(str(path), framework="pt") as handle:  # a plain safetensors file
+        assert any(k.startswith("optimizer/") for k in handle.keys())  # noqa: SIM118 (not a dict)
+    state, meta = load_checkpoint(path)
+    assert meta["config"] == {"steps": 2} and path.with_suffix(".json").exists()
+    for key in ("model", "optimizer"):
+        original, loaded = states[-1][key], state[key]
+        flat = (
+            original
+            if key == "model"
+            else {(i, n): v for i, s in original["state"].items() for n, v in s.items()}
+        )
+        back = (
+            loaded
+            if key == "model"
+            else {(i, n): v for i, s in loaded["state"].items() for n, v in s.items()}
+        )
+        assert flat.keys() == back.keys()
+        assert all(torch.equal(flat[k], back[k]) for k in flat)
+    assert state["rng"] == states[-1]["rng"] and torch.equal(state["torch_rng"], states[-1]["torch_rng"])

@@ -110,7 +110,9 @@ def test_finetune_opened_after_edits_sees_them(viewer, segment, open_widget, qtb
     wait_idle(finetune, qtbot)
     assert finetune.active.name == "tiny-ft-1"
     assert labels.data[40, 50] == 77  # the edited layer is intact; the re-segmentation is new
-    assert any(layer.metadata.get("loopseg", {}).get("model") == "tiny-ft-1" for layer in labels_layers(viewer))
+    assert any(
+        layer.metadata.get("loopseg", {}).get("model") == "tiny-ft-1" for layer in labels_layers(viewer)
+    )
 
 
 # 3. an unusable model folder fails before training -------------------------------------------
@@ -171,14 +173,18 @@ def test_corrupt_model_file_is_not_listed_and_not_kept_active(
     ]
 
 
-def test_active_model_that_stops_loading_falls_back(viewer, segment, model_dir, qtbot, notifications, tracebacks):
+def test_active_model_that_stops_loading_falls_back(
+    viewer, segment, model_dir, qtbot, notifications, tracebacks
+):
     """A model whose header reads but whose weights do not: Segment says so and goes back to nuclei."""
     from safetensors.numpy import save_file
 
     from napari_loopseg.core.models import CARD_KEY, read_card
 
     card = {**read_card(model_dir / "tiny.safetensors"), "name": "broken"}
-    save_file({"x": np.zeros(3, np.float32)}, str(model_dir / "broken.safetensors"), {CARD_KEY: json.dumps(card)})
+    save_file(
+        {"x": np.zeros(3, np.float32)}, str(model_dir / "broken.safetensors"), {CARD_KEY: json.dumps(card)}
+    )
     segment.models.refresh()
     segment.models.active.set("broken")
     assert segment.models.model_name == "broken"
@@ -225,7 +231,9 @@ def test_failure_inside_the_worker_is_a_message(viewer, segment, qtbot, notifica
     assert "failed" in segment.status.text()
 
 
-def test_pair_reshaped_after_pairing_is_refused(viewer, segment, open_widget, qtbot, notifications, tracebacks):
+def test_pair_reshaped_after_pairing_is_refused(
+    viewer, segment, open_widget, qtbot, notifications, tracebacks
+):
     labels = segmented(viewer, segment, qtbot)
     finetune = small_finetune(open_widget(viewer, "Fine-tune"))
     finetune.pairs.set_use(labels, WHOLE_IMAGE)

@@ -45,7 +45,8 @@ def test_segment_correct_finetune_resegment(widgets, qtbot):
     assert [row.labels for row in finetune.pairs.rows] == [labels]  # LoopSeg's result pairs itself
     labels.paint((40, 40), 77, refresh=True)  # the brush, through the layer's API: fires paint
     assert tracker_for(labels).touched.any()
-    qtbot.waitUntil(lambda: finetune.pairs.table.item(0, 2).text() != "0.0%", timeout=2000)  # refresh is debounced
+    # the reviewed-area refresh is debounced
+    qtbot.waitUntil(lambda: finetune.pairs.table.item(0, 2).text() != "0.0%", timeout=2000)
     qtbot.mouseClick(finetune.finetune_button, Qt.MouseButton.LeftButton)
     statuses: list[str] = []
     finetune.worker.yielded.connect(lambda progress: statuses.append(finetune.status.text()))

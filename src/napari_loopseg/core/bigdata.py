@@ -15,6 +15,7 @@ import itertools
 from collections.abc import Generator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -37,20 +38,21 @@ class Block:
     """One block: its core (written), link region (decoded) and read region (predicted)."""
 
     index: tuple[int, int]
-    core: tuple[slice, slice]
-    link: tuple[slice, slice]
-    read: tuple[slice, slice]
+    core: tuple[slice, ...]
+    link: tuple[slice, ...]
+    read: tuple[slice, ...]
 
 
 def plan_blocks(shape: tuple[int, int], block: int, link: int, halo: int) -> list[Block]:
     """Blocks covering ``shape``; regions are clipped at the image border."""
     blocks = []
     for by, bx in itertools.product(range(-(-shape[0] // block)), range(-(-shape[1] // block))):
-        core = tuple(slice(b * block, min((b + 1) * block, n)) for b, n in zip((by, bx), shape))
+        core = tuple(slice(b * block, min((b + 1) * block, n)) for b, n in zip((by, bx), shape, strict=True))
 
-        def grow(margin: int, core=core) -> tuple[slice, slice]:
+        def grow(margin: int, core=core) -> tuple[slice, ...]:
             return tuple(
-                slice(max(0, s.start - margin), min(n, s.stop + margin)) for s, n in zip(core, shape)
+                slice(max(0, s.start - margin), min(n, s.stop + margin))
+                for s, n in zip(core, shape, strict=True)
             )
 
         blocks.append(Block((by, bx), core, grow(link), grow(link + halo)))
@@ -65,8 +67,8 @@ def _cached_model(name: str):
     return load_model(name)
 
 
-def _local(slices: tuple[slice, slice], within: tuple[slice, slice]) -> tuple[slice, slice]:
-    return tuple(slice(s.start - w.start, s.stop - w.start) for s, w in zip(slices, within))
+def _local(slices: tuple[slice, ...], within: tuple[slice, ...]) -> tuple[slice, ...]:
+    return tuple(slice(s.start - w.start, s.stop - w.start) for s, w in zip(slices, within, strict=True))
 
 
 def segment_block(
@@ -108,11 +110,11 @@ def _link_pairs(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
     if not both.any():
         return []
     pairs, counts = np.unique(np.stack([a[both], b[both]]), axis=1, return_counts=True)
-    size_a = dict(zip(*np.unique(a[a > 0], return_counts=True)))
-    size_b = dict(zip(*np.unique(b[b > 0], return_counts=True)))
+    size_a = dict(zip(*np.unique(a[a > 0], return_counts=True), strict=True))
+    size_b = dict(zip(*np.unique(b[b > 0], return_counts=True), strict=True))
     best_a: dict[int, tuple[int, int]] = {}
     best_b: dict[int, tuple[int, int]] = {}
-    for (i, j), n in zip(pairs.T, counts):
+    for (i, j), n in zip(pairs.T, counts, strict=True):
         if n > best_a.get(i, (0, 0))[0]:
             best_a[i] = (n, j)
         if n > best_b.get(j, (0, 0))[0]:
@@ -124,11 +126,11 @@ def _link_pairs(a: np.ndarray, b: np.ndarray) -> list[tuple[int, int]]:
     ]
 
 
-def _border_strip(shared: tuple[slice, slice], step: tuple[int, int], link: int) -> tuple[slice, slice]:
+def _border_strip(shared: tuple[slice, ...], step: tuple[int, int], link: int) -> tuple[slice, ...]:
     """The middle of two blocks' shared region, ``link // 2`` either side of their border: far
     from both link edges, where each block decodes objects exactly as the whole image would."""
     strip = []
-    for s, d in zip(shared, step):
+    for s, d in zip(shared, step, strict=True):
         if d == 0:
             strip.append(s)
         else:
@@ -143,12 +145,12 @@ class BlockResult:
     its core's labels only when the output is in the client's memory (otherwise written there)."""
 
     count: int
-    ring: list[tuple[tuple[slice, slice], np.ndarray]]
+    ring: list[tuple[tuple[slice, ...], np.ndarray]]
     in_core: np.ndarray
     core: np.ndarray | None
 
 
-def _ring(block: Block, link: int) -> list[tuple[slice, slice]]:
+def _ring(block: Block, link: int) -> list[tuple[slice, ...]]:
     """Four rectangles of the link region within ``link // 2`` of the core edge or outside it."""
     (ly, lx), (cy, cx), half = block.link, block.core, link // 2
     return [
@@ -177,7 +179,7 @@ def run_block(
     in_core = np.flatnonzero(np.bincount(core.ravel(), minlength=1))
     if out is not None:
         out[block.core] = core.astype(np.uint32)
-        core = None
+        return BlockResult(int(labels.max()), ring, in_core[in_core > 0], None)
     return BlockResult(int(labels.max()), ring, in_core[in_core > 0], core)
 
 
@@ -186,11 +188,13 @@ def relabel_block(out, block: Block, lut: np.ndarray) -> None:
     out[block.core] = lut[np.asarray(out[block.core])]
 
 
-def _from_ring(ring, region: tuple[slice, slice]) -> np.ndarray:
+def _from_ring(ring, region: tuple[slice, ...]) -> np.ndarray:
     """Assemble a block's labels over ``region`` (inside its ring) from the ring rectangles."""
     result = np.zeros([s.stop - s.start for s in region], np.int32)
     for slices, values in ring:
-        inter = tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(slices, region))
+        inter = tuple(
+            slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(slices, region, strict=True)
+        )
         if all(i.start < i.stop for i in inter):
             result[_local(inter, region)] = values[_local(inter, slices)]
     return result
@@ -208,7 +212,7 @@ def link_blocks(blocks: list[Block], results: list[BlockResult], link: int) -> l
                 continue
             shared = tuple(
                 slice(max(s.start, t.start), min(s.stop, t.stop))
-                for s, t in zip(block.link, blocks[other].link)
+                for s, t in zip(block.link, blocks[other].link, strict=True)
             )
             shared = _border_strip(shared, (dy, dx), link)
             if any(s.start >= s.stop for s in shared):
@@ -283,7 +287,7 @@ def segment_large_iter(
     scheduler=None,
     out=None,
     **options,
-) -> Generator[SegmentProgress, None, object]:
+) -> Generator[SegmentProgress, None, Any]:
     """Segment a 2D numpy, dask or zarr image block by block; yields progress, returns labels.
 
     With a zarr ``out``, workers write their blocks there and send back only the border rings,
@@ -301,7 +305,7 @@ def segment_large_iter(
     loaded = load_model(model)
     name = str(loaded.path) if loaded.path is not None else model
     halo = round_up(receptive_radius(loaded.net.config), loaded.net.multiple)
-    shape = tuple(int(n) for n in image.shape[:2])
+    shape = (int(image.shape[0]), int(image.shape[1]))
     norm = Normalization.from_dict(loaded.card.get("normalization", {}))
     yield SegmentProgress(0.0, "reading intensity statistics")
     stats = intensity_map(to_grey(_strided(image, rgb), rgb), norm)
@@ -319,13 +323,13 @@ def segment_large_iter(
     yield SegmentProgress(0.9, "linking objects across blocks")
     tables = link_blocks(blocks, results, link)
     if on_disk:
-        stage2 = [dask.delayed(relabel_block)(out, b, t) for b, t in zip(blocks, tables)]
+        stage2 = [dask.delayed(relabel_block)(out, b, t) for b, t in zip(blocks, tables, strict=True)]
         yield from _reported(stage2, scheduler, 0.9, 0.1, "writing unified ids, block")
         out.attrs["max_label"] = int(max(int(t.max()) for t in tables))  # ids are 1..max_label
         return out
     if out is None:
         out = np.zeros(shape, np.uint32)
-    for block, result, table in zip(blocks, results, tables):
+    for block, result, table in zip(blocks, results, tables, strict=True):
         out[block.core] = table[result.core]
     return out
 

@@ -46,12 +46,13 @@ class CpuInfo:
 def bf16_flags_in(features: str) -> tuple[str, ...]:
     """The bf16 features in a list of CPU features ("avx512f avx512_bf16 ...", any case)."""
     found = {_BF16.get(name.lower().replace("_", "")) for name in features.split()}
-    return tuple(sorted(found - {None}))
+    return tuple(sorted(flag for flag in found if flag is not None))
 
 
 def parse_cpuinfo(text: str) -> CpuInfo:
     """Model and bf16 flags of the first processor in /proc/cpuinfo (x86 ``flags``, arm64 ``Features``)."""
-    model, flags = "", ()
+    model = ""
+    flags: tuple[str, ...] = ()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()

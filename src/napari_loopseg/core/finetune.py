@@ -181,8 +181,10 @@ def finetune(
     masks = list(masks) if masks is not None else [None] * len(images)
     pairs = [
         pair
-        for i, lab, m in zip(images, labels, masks)
-        for pair in plane_pairs(np.asarray(i), np.asarray(lab), None if m is None else np.asarray(m, bool), rgb)
+        for i, lab, m in zip(images, labels, masks, strict=True)
+        for pair in plane_pairs(
+            np.asarray(i), np.asarray(lab), None if m is None else np.asarray(m, bool), rgb
+        )
     ]
     settings = replace(FINETUNE_DEFAULTS, **config)
     return drive(finetune_iter(pairs, base, settings, name), on_progress)

@@ -204,7 +204,8 @@ def weak_spots(scores: dict, margin: float = 0.1) -> list[str]:
         1, sum(b["objects"] for b in bins.values())
     )
     spots += [
-        f"nuclei {name} across: {b['recall']:.0%} found at IoU 0.5 against {overall:.0%} overall ({b['objects']} nuclei)"
+        f"nuclei {name} across: {b['recall']:.0%} found at IoU 0.5 against {overall:.0%} overall "
+        f"({b['objects']} nuclei)"
         for name, b in bins.items()
         if b["recall"] <= overall - margin
     ]

@@ -331,6 +331,7 @@ def delete_model(name: str) -> None:
 def export_model(name: str, destination: str | Path) -> Path:
     """Copy a model to one shareable ``.safetensors`` file (weights and card together)."""
     source = load_model(name).path
+    assert source is not None  # load_model reads a file, so it knows where from
     destination = Path(destination)
     if destination.is_dir():
         destination = destination / source.name

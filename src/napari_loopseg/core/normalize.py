@@ -148,7 +148,7 @@ def select_channel(array, layout: Layout):
     axis = layout.channel_axis % array.ndim
     if not 0 <= layout.channel < array.shape[axis]:
         raise InputError(f"channel {layout.channel} does not exist: the channel axis has {array.shape[axis]}")
-    index = [slice(None)] * array.ndim
+    index: list[slice | int] = [slice(None)] * array.ndim
     index[axis] = layout.channel
     return array[tuple(index)]
 

@@ -18,13 +18,12 @@ from functools import cache
 
 import numpy as np
 import torch
-from torch import nn
 
 from . import cpu_features
 from .errors import DeviceError
 from .progress import drive
 from .tiling import DEFAULT_TILE, TilePlan, round_up
-from .unet import UNet, fused_for_inference, receptive_radius
+from .unet import UNet, fused_for_inference, in_memory_format, receptive_radius
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ class Predictor:
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(self.device, precision)
-        self.net: nn.Module = fused_for_inference(net).to(self.device).to(memory_format=torch.channels_last)
+        self.net = in_memory_format(fused_for_inference(net).to(self.device), torch.channels_last)
         self.multiple = net.multiple
         self.halo = round_up(halo if halo is not None else receptive_radius(net.config), self.multiple)
         if self.halo < receptive_radius(net.config):
@@ -199,7 +198,7 @@ class Predictor:
         for start in range(0, len(origins), batch):
             chunk = origins[start : start + batch]
             tiles = np.stack([padded[:, y : y + th, x : x + tw] for y, x in chunk])
-            for origin, pred in zip(chunk, self._forward(tiles)):
+            for origin, pred in zip(chunk, self._forward(tiles), strict=True):
                 plan.place(out, pred, origin)
             yield Progress(start + len(chunk), len(origins))
         return out.cpu().numpy()

@@ -23,7 +23,7 @@ def reviewed_from_edits(labels: np.ndarray, touched: np.ndarray, margin: int = D
     if margin > 0:
         box = ndi.find_objects(region.astype(np.uint8))[0]
         lo = [max(0, s.start - margin) for s in box]
-        hi = [min(n, s.stop + margin) for s, n in zip(box, labels.shape)]
-        window = tuple(slice(a, b) for a, b in zip(lo, hi))
+        hi = [min(n, s.stop + margin) for s, n in zip(box, labels.shape, strict=True)]
+        window = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
         region[window] = ndi.binary_dilation(region[window], iterations=margin)
     return region

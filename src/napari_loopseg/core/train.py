@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .options import TrainConfig
 from .predict import autocast_dtype, resolve_device
 from .targets import make_targets, make_weights
-from .unet import UNet
+from .unet import UNet, in_memory_format
 
 #: Planes up to this many pixels get their targets computed once, whole (4 float32 maps each).
 CACHE_PIXELS = 2**23
@@ -57,6 +57,7 @@ class TrainProgress:
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:
+    assert config.steps is not None  # train_iter refuses a config without steps
     warm = max(1, int(config.warmup * config.steps))
     if step < warm:
         return (step + 1) / warm
@@ -113,8 +114,9 @@ class CropSampler:
         size = max(8, round(cfg.crop / scale))
         y0, x0 = self._window(index, size)
         window = np.s_[y0 : y0 + size, x0 : x0 + size]
-        if self.maps[index] is not None:
-            return self._cached_crop(sample.image[window], self.maps[index][(slice(None), *window)], size)
+        cached = self.maps[index]
+        if cached is not None:
+            return self._cached_crop(sample.image[window], cached[(slice(None), *window)], size)
         image = sample.image[window].astype(np.float32)
         labels = sample.labels[window]
         valid = (
@@ -165,7 +167,7 @@ class CropSampler:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         crops = [self.crop() for _ in range(self.config.batch_size)]
-        images, targets, weights = (np.stack(parts) for parts in zip(*crops))
+        images, targets, weights = (np.stack(parts) for parts in zip(*crops, strict=True))
         return (
             torch.from_numpy(images[:, None]),
             torch.from_numpy(targets),
@@ -180,10 +182,12 @@ def _orient(array: np.ndarray, k: int, flip: bool) -> np.ndarray:
 
 def _resize(image: np.ndarray, labels: np.ndarray, valid: np.ndarray, size: int):
     t = torch.from_numpy
-    image = F.interpolate(t(image)[None, None], size=(size, size), mode="bilinear", align_corners=False)
-    labels = F.interpolate(t(labels.astype(np.int64)).double()[None, None], size=(size, size), mode="nearest")
-    valid = F.interpolate(t(valid)[None, None], size=(size, size), mode="nearest")
-    return image[0, 0].numpy(), labels[0, 0].numpy().astype(np.int64), valid[0, 0].numpy()
+    image_t = F.interpolate(t(image)[None, None], size=(size, size), mode="bilinear", align_corners=False)
+    labels_t = F.interpolate(
+        t(labels.astype(np.int64)).double()[None, None], size=(size, size), mode="nearest"
+    )
+    valid_t = F.interpolate(t(valid)[None, None], size=(size, size), mode="nearest")
+    return image_t[0, 0].numpy(), labels_t[0, 0].numpy().astype(np.int64), valid_t[0, 0].numpy()
 
 
 def _elastic(image, labels, valid, strength: float, rng: np.random.Generator):
@@ -193,7 +197,8 @@ def _elastic(image, labels, valid, strength: float, rng: np.random.Generator):
     torch's grid_sample releases the GIL (scipy's map_coordinates held it for tens of
     milliseconds per crop, which stalled napari's GUI thread during fine-tuning).
     """
-    grid = _warp_grid(*image.shape, strength, rng, torch.float64)  # float64: exact label ids
+    height, width = image.shape
+    grid = _warp_grid(height, width, strength, rng, torch.float64)  # float64: exact label ids
     return (
         _grid_sample(image[None], grid, "bilinear")[0].astype(np.float32),
         _grid_sample(labels[None], grid, "nearest")[0].astype(np.int64),
@@ -234,11 +239,15 @@ def train_iter(
     validate: Callable[[UNet], dict] | None = None,
     checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
+    checkpoint_every: float | None = None,
 ) -> Generator[TrainProgress, None, UNet]:
     """Fine-tune a copy of ``net``; yield progress every step; return the trained copy (eval, CPU).
 
-    ``checkpoint`` receives the full training state after each validation; passing such a state
-    as ``resume`` continues from it (the bundled-model script uses this to survive restarts).
+    ``checkpoint`` receives the full training state (model, optimizer, schedule, both RNGs, step)
+    after each validation and, with ``checkpoint_every``, once that many seconds have passed since
+    the last (0: every step). Passing such a state as ``resume`` continues exactly where it was
+    taken: the same crops, rates and updates as a run never stopped (the bundled-model script
+    uses this to survive the end of a session; ``core.checkpoint`` writes it to disk).
     """
     if config.steps is None or config.steps < 1:
         raise ValueError(f"training needs a number of steps >= 1, got {config.steps}")
@@ -247,7 +256,7 @@ def train_iter(
     sampler = CropSampler(samples, config, rng)
     device = resolve_device(config.device)
     dtype = autocast_dtype(device, config.precision)
-    model = copy.deepcopy(net).to(device).to(memory_format=torch.channels_last)
+    model = in_memory_format(copy.deepcopy(net).to(device), torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
     first = 0
@@ -256,8 +265,10 @@ def train_iter(
         optimizer.load_state_dict(resume["optimizer"])
         schedule.load_state_dict(resume["schedule"])
         rng.bit_generator.state = resume["rng"]
+        if "torch_rng" in resume:
+            torch.set_rng_state(resume["torch_rng"])
         first = int(resume["step"])
-    start = time.perf_counter()
+    start = saved = time.perf_counter()
     for step in range(first, config.steps):
         model.train()
         if config.freeze_norm:
@@ -272,26 +283,30 @@ def train_iter(
         loss.backward()
         optimizer.step()
         schedule.step()
-        validation = {}
+        validation: dict = {}
         last = step + 1 == config.steps
-        if (
+        validated = bool(
             validate is not None
             and config.validate_every
             and ((step + 1) % config.validate_every == 0 or last)
-        ):
+        )
+        if validate is not None and validated:
             model.eval()
             validation = validate(model)
-            if checkpoint is not None:
-                checkpoint(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(),
-                        "rng": rng.bit_generator.state,
-                        "step": step + 1,
-                    }
-                )
+        due = checkpoint_every is not None and time.perf_counter() - saved >= checkpoint_every
+        if checkpoint is not None and (validated or due):
+            checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step + 1,
+                }
+            )
+            saved = time.perf_counter()
         yield TrainProgress(
             step + 1, config.steps, float(loss.detach()), time.perf_counter() - start, validation
         )
-    return model.eval().to("cpu").to(memory_format=torch.contiguous_format)
+    return in_memory_format(model.eval().to("cpu"), torch.contiguous_format)

@@ -86,7 +86,7 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottom(x)
-        for up, merge, skip in zip(self.up, self.merge, reversed(skips)):
+        for up, merge, skip in zip(self.up, self.merge, reversed(skips), strict=True):
             x = merge(torch.cat([up(x), skip], dim=1))
         return self.head(x)
 
@@ -103,6 +103,11 @@ def fused_for_inference(net: UNet) -> UNet:
             block[conv] = fuse_conv_bn_eval(block[conv], block[conv + 1])
             block[conv + 1] = nn.Identity()
     return fused
+
+
+def in_memory_format(net: UNet, memory_format: torch.memory_format) -> UNet:
+    """``net.to(memory_format=...)``, typed (torch's overloads of ``Module.to`` leave the keyword out)."""
+    return net.to(memory_format=memory_format)  # type: ignore[call-overload]
 
 
 def receptive_radius(config: UNetConfig) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 from .normalize import InputError
 
@@ -32,11 +33,13 @@ def open_image(path: str | Path):
     except Exception as err:
         raise InputError(f"{path}: cannot read zarr ({type(err).__name__}: {err})") from err
     meta = None
-    if not hasattr(node, "shape"):  # a group
+    if isinstance(node, zarr.Group):
         meta = _multiscales(node)
         if not meta:
             raise InputError(f"{path}: zarr group without OME multiscales metadata; point at the array")
         node = node[meta[0]["datasets"][0]["path"]]
+        if not isinstance(node, zarr.Array):
+            raise InputError(f"{path}: the first multiscales dataset is a group, not an array")
     lead = node.shape[:-2]
     if any(n != 1 for n in lead):
         raise InputError(f"{path}: shape {node.shape}: large-image segmentation takes one 2D plane")
@@ -102,8 +105,8 @@ def add_pyramid(path: str | Path, smallest: int = 1024) -> list:
     import zarr
 
     group = zarr.open_group(str(path), mode="r+")
-    levels = [group["0"]]
-    multiscales = group.attrs["multiscales"]
+    levels = [cast(zarr.Array, group["0"])]  # written by create_labels
+    multiscales = cast(list[dict[str, Any]], group.attrs["multiscales"])
     datasets = list(multiscales[0]["datasets"][:1])
     base = datasets[0].get("coordinateTransformations", [])
     scale = next((t["scale"] for t in base if t.get("type") == "scale"), [1.0, 1.0])
@@ -116,7 +119,7 @@ def add_pyramid(path: str | Path, smallest: int = 1024) -> list:
         level = group.create_array(
             name, shape=coarse.shape, chunks=chunks, dtype=previous.dtype, overwrite=True
         )
-        da.store(coarse, level, lock=False)
+        da.store(coarse, level, lock=False)  # type: ignore[arg-type]  # dask's stub: array-likes only
         levels.append(level)
         factor = 2 ** (len(levels) - 1)
         level_scale = {"type": "scale", "scale": [s * factor for s in scale]}

@@ -87,7 +87,9 @@ class FinetuneWidget(QWidget):
         self.steps = QSpinBox()
         self.steps.setRange(0, 100_000)
         self.steps.setSpecialValueText("auto")  # 0: as many as the reviewed area calls for
-        self.steps.setToolTip(f"auto: {MIN_STEPS} for a few edited objects, up to {MAX_STEPS} for whole images")
+        self.steps.setToolTip(
+            f"auto: {MIN_STEPS} for a few edited objects, up to {MAX_STEPS} for whole images"
+        )
         self.steps.setValue(FINETUNE_DEFAULTS.steps or 0)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(5)
@@ -185,7 +187,7 @@ class FinetuneWidget(QWidget):
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.plot.clear()
-        self.progress.setRange(0, settings["steps"] or 0)  # auto: the range comes with the first step
+        self.progress.setRange(0, self.steps.value())  # 0, auto: the range comes with the first step
         self.progress.setValue(0)
         self.finetune_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -197,7 +199,11 @@ class FinetuneWidget(QWidget):
         repainting at every step took ~10 ms of GUI time each on a 2-core CPU)."""
         self.plot.add(progress.step, progress.loss, progress.validation, progress.steps)
         now = time.monotonic()
-        if now - self._last_shown < SHOW_INTERVAL_S and progress.step != progress.steps and not progress.validation:
+        if (
+            now - self._last_shown < SHOW_INTERVAL_S
+            and progress.step != progress.steps
+            and not progress.validation
+        ):
             return
         self._last_shown = now
         self.progress.setMaximum(progress.steps)
@@ -254,7 +260,8 @@ class FinetuneWidget(QWidget):
             except InputError as err:
                 show_error(f"LoopSeg cannot re-segment '{layer.name}': {err}")
                 continue
-            plane_shape = labels_shape(layer)[-2:]
+            height, width = labels_shape(layer)[-2:]
+            plane_shape = (height, width)
             if job.plane is None and layer.ndim == 2 and np.prod(plane_shape) > LARGE_PLANE:
                 window = visible_window(self.viewer, layer, plane_shape)
                 if window is not None:

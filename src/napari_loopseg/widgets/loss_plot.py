@@ -74,10 +74,12 @@ class LossPlot(QWidget):
         painter.drawText(below, Qt.AlignmentFlag.AlignCenter, f"step {self.steps[-1]} of {last}")
         painter.drawText(QRectF(0, area.top() + 10, MARGIN_LEFT - 4, 16), left | middle, "loss")
         painter.setPen(QPen(LOSS_COLOUR, 1.2))
-        painter.drawPolyline(QPolygonF([point(s, v, low, high) for s, v in zip(self.steps, self.losses)]))
+        painter.drawPolyline(
+            QPolygonF([point(s, v, low, high) for s, v in zip(self.steps, self.losses, strict=True)])
+        )
         if self.val_steps:
             painter.setPen(QPen(VAL_COLOUR, 1.5))
-            points = [point(s, v, 0.0, 1.0) for s, v in zip(self.val_steps, self.val_scores)]
+            points = [point(s, v, 0.0, 1.0) for s, v in zip(self.val_steps, self.val_scores, strict=True)]
             painter.drawPolyline(QPolygonF(points))
             for p in points:
                 painter.drawEllipse(p, 2.5, 2.5)

@@ -9,6 +9,7 @@ overlay shows what will supervise training.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -55,7 +56,9 @@ class PairsPanel(QWidget):
         self._refresh_timer.timeout.connect(self._refresh_reviewed)
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["Image", "Labels", "Reviewed", "Use as"])
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        assert header is not None  # a table has one; Qt's signature allows none
+        header.setStretchLastSection(True)
         self.table.setMaximumHeight(150)
         self.image_choice, self.labels_choice = QComboBox(), QComboBox()
         self.add_button, self.remove_button = QPushButton("Add pair"), QPushButton("Remove")
@@ -85,7 +88,11 @@ class PairsPanel(QWidget):
         for combo, kind in ((self.image_choice, Image), (self.labels_choice, Labels)):
             current = combo.currentText()
             combo.clear()
-            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind) and not is_overlay(layer)]
+            names = [
+                layer.name
+                for layer in self.viewer.layers
+                if isinstance(layer, kind) and not is_overlay(layer)
+            ]
             combo.addItems(names)
             combo.setCurrentText(current)
 
@@ -96,7 +103,9 @@ class PairsPanel(QWidget):
     def _on_layer_removed(self, event) -> None:
         self._refresh_choices()
         gone = [
-            i for i, row in enumerate(self.rows) if any(same_layer(event.value, x) for x in (row.image, row.labels))
+            i
+            for i, row in enumerate(self.rows)
+            if any(same_layer(event.value, x) for x in (row.image, row.labels))
         ]
         for index in reversed(gone):
             self._remove_row(index)
@@ -142,10 +151,13 @@ class PairsPanel(QWidget):
         """Mark how a pair supervises training (My edits / Whole image correct / Validation)."""
         for index, row in enumerate(self.rows):
             if same_layer(row.labels, labels):
-                self.table.cellWidget(index, 3).setCurrentText(use_as)
+                self._use_box(index).setCurrentText(use_as)
 
     def use_of(self, index: int) -> str:
-        return self.table.cellWidget(index, 3).currentText()
+        return self._use_box(index).currentText()
+
+    def _use_box(self, index: int) -> QComboBox:
+        return cast(QComboBox, self.table.cellWidget(index, 3))  # set by add_pair
 
     def _on_remove_clicked(self) -> None:
         for index in sorted({i.row() for i in self.table.selectedIndexes()}, reverse=True):
@@ -218,10 +230,7 @@ class PairsPanel(QWidget):
             use = self.use_of(index)
             tracker = tracker_for(row.labels)
             lead = tuple(row.labels.data.shape[:-2])
-            if use == MY_EDITS:
-                planes = tracker.edited_planes()
-            else:
-                planes = [self._current_plane(row.labels, lead)]
+            planes = tracker.edited_planes() if use == MY_EDITS else [self._current_plane(row.labels, lead)]
             for plane in planes:
                 reviewed = None if use != MY_EDITS else tracker.reviewed(plane)
                 image = np.asarray(row.image.data[plane])

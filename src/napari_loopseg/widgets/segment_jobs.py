@@ -7,6 +7,7 @@ GUI thread via :func:`.layer_results.put_result`.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shutil
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Container, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from napari.layers import Image
@@ -31,13 +33,15 @@ LARGE_PLANE = 2048 * 2048
 BLOCKWISE_PLANE = 4096 * 4096
 BLOCK_SIZE = DEFAULT_BLOCK
 
+_Result = TypeVar("_Result")
+
 
 @dataclass(frozen=True)
 class Job:
     """One image layer (or one plane, or one window of it) to segment, and where the result goes."""
 
     layer: Image
-    data: object
+    data: Any  # numpy or dask array: the layer's data or one plane of it
     layout: Layout
     plane: tuple[int, ...] | None = None
     window: tuple[slice, slice] | None = None
@@ -61,7 +65,7 @@ def make_job(viewer: Viewer, layer: Image, current_plane_only: bool) -> Job:
 
 def current_plane(viewer: Viewer, layer, lead: tuple[int, ...]) -> tuple[int, ...]:
     point = layer.world_to_data(viewer.dims.point)
-    return tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(point[: len(lead)], lead))
+    return tuple(int(np.clip(round(p), 0, n - 1)) for p, n in zip(point[: len(lead)], lead, strict=True))
 
 
 def visible_window(viewer: Viewer, layer: Image, shape: tuple[int, int]) -> tuple[slice, slice] | None:
@@ -149,7 +153,7 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40] or "image"
 
 
-def _tagged(gen: Generator, index: int) -> Generator[tuple, None, object]:
+def _tagged(gen: Generator[Any, None, _Result], index: int) -> Generator[tuple, None, _Result]:
     """Tag a core generator's progress items for job ``index``; return its result."""
     while True:
         try:
@@ -159,7 +163,9 @@ def _tagged(gen: Generator, index: int) -> Generator[tuple, None, object]:
         yield ("progress", index, progress)
 
 
-def _unless_skipped(gen: Generator, index: int, skipped: Container[int]) -> Generator[tuple, None, object]:
+def _unless_skipped(
+    gen: Generator[Any, None, object], index: int, skipped: Container[int]
+) -> Generator[tuple, None, object]:
     """Relay ``gen`` until job ``index`` lands in ``skipped`` (its layer was removed): then close
     it (which deletes any half-written store) and return :data:`SKIPPED`."""
     while True:
@@ -220,10 +226,8 @@ _warm_up_thread: threading.Thread | None = None
 def _import_compute_modules() -> None:
     from ..core import finetune, segment  # noqa: F401
 
-    try:
+    with contextlib.suppress(ImportError):  # builds without dynamo: nothing to warm up
         import torch._dynamo  # noqa: F401
-    except ImportError:  # builds without dynamo: nothing to warm up
-        pass
     # torch, sympy and napari leave ~a million long-lived objects; each full garbage collection
     # walked them all on whichever thread triggered it, often the GUI thread (a 263 ms stall
     # while adding a result layer). Frozen, they are skipped by later collections.

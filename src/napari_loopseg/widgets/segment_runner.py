@@ -99,7 +99,8 @@ class SegmentRunner(QObject):
             self._problems.append(f"'{name}' failed")
             show_error(f"LoopSeg cannot segment '{name}': {value}")
             self.status.emit(f"{name}: {value}")
-        elif kind == "skipped" or job.layer not in self.viewer.layers:  # a finished store is deleted at the end
+        elif kind == "skipped" or job.layer not in self.viewer.layers:
+            # a finished store is deleted at the end
             self._problems.append(f"'{name}' stopped (layer removed)")
             show_info(f"LoopSeg: '{name}' was removed, so its segmentation was stopped")
         else:

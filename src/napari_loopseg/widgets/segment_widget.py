@@ -140,8 +140,9 @@ class SegmentWidget(QWidget):
             self.layer_list.addItem(item)
             if layer.name in selected or (not selected and same_layer(layer, active)):
                 item.setSelected(True)
-        if not self.layer_list.selectedItems() and self.layer_list.count():
-            self.layer_list.item(0).setSelected(True)
+        first = self.layer_list.item(0)  # None when the list is empty
+        if not self.layer_list.selectedItems() and first is not None:
+            first.setSelected(True)
         if event is not None and getattr(event, "value", None) is not None:
             event.value.events.name.connect(self._on_layers_changed)
 
@@ -152,6 +153,7 @@ class SegmentWidget(QWidget):
         """Select image layers by name (used by tests and scripts)."""
         for i in range(self.layer_list.count()):
             item = self.layer_list.item(i)
+            assert item is not None  # i < count
             item.setSelected(item.text() in names)
 
     # segmentation -----------------------------------------------------------------------

@@ -72,7 +72,8 @@ class VersionsPanel(QWidget):
             self.list.addItem(item)
 
     def names(self) -> list[str]:
-        return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())]
+        items = (self.list.item(i) for i in range(self.list.count()))
+        return [item.data(Qt.ItemDataRole.UserRole) for item in items if item is not None]
 
     def selected(self) -> str | None:
         item = self.list.currentItem()
