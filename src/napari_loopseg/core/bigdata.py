@@ -22,7 +22,7 @@ import numpy as np
 from .instances import DecodeParams, decode
 from .normalize import IntensityMap, Normalization, intensity_map, to_grey
 from .options import DEFAULT_BLOCK
-from .progress import drive
+from .progress import drive, relay
 from .segment import SegmentProgress
 from .tiling import round_up
 
@@ -266,16 +266,10 @@ def run_tasks(tasks: list, scheduler=None) -> Generator[int, None, list]:
 
 def _reported(tasks: list, scheduler, base: float, span: float, what: str):
     """:func:`run_tasks` with its counts as progress; closing this cancels the tasks not run."""
-    runs = run_tasks(tasks, scheduler)
-    try:
-        while True:
-            try:
-                done = next(runs)
-            except StopIteration as stop:
-                return stop.value
-            yield SegmentProgress(base + span * done / len(tasks), f"{what} {done}/{len(tasks)}")
-    finally:
-        runs.close()
+    return relay(
+        run_tasks(tasks, scheduler),
+        lambda done: SegmentProgress(base + span * done / len(tasks), f"{what} {done}/{len(tasks)}"),
+    )
 
 
 def segment_large_iter(

@@ -9,7 +9,7 @@ registry, the active model and every input exactly as they were.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,7 +29,7 @@ from .models import (
 from .normalize import InputError, normalize_plane
 from .options import FINETUNE_DEFAULTS, TrainConfig, auto_steps
 from .predict import Predictor, autocast_dtype, precision_name, resolve_device
-from .progress import drive
+from .progress import drive, relay
 from .sizing import Diameters
 from .train import Sample, TrainProgress, train_iter
 
@@ -90,6 +90,16 @@ def score(
     return counts.summary()
 
 
+def _kept(seen: list[TrainProgress]) -> Callable[[TrainProgress], TrainProgress]:
+    """Pass progress through, keeping the latest (its loss and validation go on the model card)."""
+
+    def keep(progress: TrainProgress) -> TrainProgress:
+        seen[:] = [progress]
+        return progress
+
+    return keep
+
+
 def finetune_iter(
     pairs: Sequence[Pair],
     base: str | Model = "nuclei",
@@ -127,15 +137,9 @@ def finetune_iter(
         config = replace(config, validate_every=0)
     device = resolve_device(config.device)
     started = time.perf_counter()
-    last: TrainProgress | None = None
-    gen = train_iter(base_model.net, samples, config, validate=validate)
-    while True:
-        try:
-            last = next(gen)
-        except StopIteration as stop:
-            net = stop.value
-            break
-        yield last
+    seen: list[TrainProgress] = []
+    net = yield from relay(train_iter(base_model.net, samples, config, validate=validate), _kept(seen))
+    last = seen[-1] if seen else None
     card = make_card(
         new_name,
         net.config,

@@ -16,7 +16,7 @@ from .instances import DecodeParams, decode
 from .models import Model, load_model
 from .normalize import InputError, Layout, check_image, iter_planes, normalize_plane
 from .predict import Predictor
-from .progress import drive
+from .progress import drive, relay
 from .sizing import (
     MAX_PASSES,
     Diameters,
@@ -59,12 +59,9 @@ def output_dtype(max_objects: int) -> np.dtype:
 
 def _scaled(gen, base: float, n_planes: int):
     """Re-yield tile progress as overall progress; return the maps."""
-    while True:
-        try:
-            step = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        yield SegmentProgress(base + 0.8 * step.done / step.total / n_planes, "predicting")
+    return relay(
+        gen, lambda step: SegmentProgress(base + 0.8 * step.done / step.total / n_planes, "predicting")
+    )
 
 
 def segment_iter(

@@ -25,6 +25,7 @@ from napari.viewer import Viewer
 from ..core.errors import InputError
 from ..core.normalize import Layout, check_image
 from ..core.options import DEFAULT_BLOCK
+from ..core.progress import relay
 
 #: Planes larger than this are re-segmented in the visible field of view first.
 LARGE_PLANE = 2048 * 2048
@@ -155,12 +156,7 @@ def _safe(name: str) -> str:
 
 def _tagged(gen: Generator[Any, None, _Result], index: int) -> Generator[tuple, None, _Result]:
     """Tag a core generator's progress items for job ``index``; return its result."""
-    while True:
-        try:
-            progress = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        yield ("progress", index, progress)
+    return relay(gen, lambda progress: ("progress", index, progress))
 
 
 def _unless_skipped(
