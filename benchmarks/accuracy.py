@@ -28,9 +28,9 @@ from skimage.segmentation import watershed
 from napari_loopseg.core.datasets import read_folder
 from napari_loopseg.core.instances import decode, relabel_sequential
 from napari_loopseg.core.metrics import scorecard, scorecard_table, weak_spots
-from napari_loopseg.core.models import load_model
 from napari_loopseg.core.normalize import normalize_plane
 from napari_loopseg.core.predict import Predictor
+from napari_loopseg.core.registry import load_model
 
 
 def classical(plane: np.ndarray, min_distance: int = 4, min_area: int = 12) -> np.ndarray:

@@ -160,7 +160,7 @@ def main() -> None:
 
     from napari_loopseg.core.cpu_features import cpu_info
     from napari_loopseg.core.finetune import FINETUNE_DEFAULTS
-    from napari_loopseg.core.models import load_model
+    from napari_loopseg.core.registry import load_model
 
     base = load_model(args.base)
     train = [_read(args.data, f"set{i:02d}") for i in (1, 2, 3)]

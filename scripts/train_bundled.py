@@ -44,9 +44,9 @@ from napari_loopseg.core.datasets import (
 )
 from napari_loopseg.core.instances import DecodeParams, decode
 from napari_loopseg.core.metrics import Counts, scorecard, weak_spots
-from napari_loopseg.core.models import bundled_dir, load_path, make_card, save_model
 from napari_loopseg.core.normalize import Normalization, normalize_plane
 from napari_loopseg.core.predict import Predictor
+from napari_loopseg.core.registry import bundled_dir, load_path, make_card, save_model
 from napari_loopseg.core.sizing import Diameters
 from napari_loopseg.core.train import Sample, TrainConfig, train_iter
 from napari_loopseg.core.unet import UNet, UNetConfig

@@ -20,9 +20,9 @@ def tiny_model_file(tmp_path_factory):
     import torch
 
     from napari_loopseg.core.instances import DecodeParams
-    from napari_loopseg.core.models import make_card, save_model
     from napari_loopseg.core.normalize import Normalization, normalize_plane
     from napari_loopseg.core.progress import drive
+    from napari_loopseg.core.registry import make_card, save_model
     from napari_loopseg.core.sizing import Diameters
     from napari_loopseg.core.synthetic import make_nuclei
     from napari_loopseg.core.train import Sample, TrainConfig, train_iter
@@ -46,7 +46,7 @@ def tiny_model(model_dir, tiny_model_file):
     """The tiny model registered as 'tiny' in this test's user model folder."""
     import shutil
 
-    from napari_loopseg.core.models import load_model
+    from napari_loopseg.core.registry import load_model
 
     model_dir.mkdir(parents=True, exist_ok=True)
     for suffix in (".safetensors", ".json"):

@@ -81,7 +81,7 @@ def test_installed_wheel_is_a_working_plugin(built, tmp_path):
         "from napari_loopseg.sample_data import nuclei\n"
         "image, truth = nuclei()\n"
         "assert image[0].shape == (512, 512) and truth[0].max() > 100\n"
-        "from napari_loopseg.core.models import load_model\n"
+        "from napari_loopseg.core.registry import load_model\n"
         "assert load_model('nuclei').name == 'nuclei'\n"
     )
     subprocess.run([python, "-c", code], check=True, cwd=tmp_path)

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 __all__ = ["finetune", "load_model", "segment"]
 
-_API = {"finetune": ".core.finetune", "load_model": ".core.models", "segment": ".core.segment"}
+_API = {"finetune": ".core.finetune", "load_model": ".core.registry", "segment": ".core.segment"}
 
 if TYPE_CHECKING:
     from .core.finetune import finetune
-    from .core.models import load_model
+    from .core.registry import load_model
     from .core.segment import segment
 
 

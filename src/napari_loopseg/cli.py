@@ -26,7 +26,7 @@ def _error(message: str) -> None:
 
 def _segment(args: argparse.Namespace) -> int:
     from .core.batch import expand_paths
-    from .core.models import ModelError, load_model
+    from .core.registry import ModelError, load_model
     from .core.zarr_io import is_zarr
 
     try:
@@ -337,7 +337,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .core.models import ModelError, bundled_dir, load_path, model_paths
+    from .core.registry import ModelError, bundled_dir, load_path, model_paths
 
     rows = []
     for name, path in model_paths().items():

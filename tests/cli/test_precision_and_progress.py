@@ -85,7 +85,7 @@ def test_finetune_precision_is_used_and_recorded(tiny_model, pair, precisions_se
     assert main([*args, "--device", "cpu", "--precision", "fp32"]) == 0
     assert len(precisions_seen) >= 2 and set(precisions_seen) == {"fp32"}  # training, model card
     path = capsys.readouterr().out.strip().split("\t")[1]
-    from napari_loopseg.core.models import load_path
+    from napari_loopseg.core.registry import load_path
 
     assert load_path(path).card["training"]["precision"] == "fp32"
 

@@ -6,7 +6,7 @@ import pytest
 
 import napari_loopseg
 from napari_loopseg.core.metrics import average_precision
-from napari_loopseg.core.models import bundled_dir, load_model
+from napari_loopseg.core.registry import bundled_dir, load_model
 from napari_loopseg.sample_data import nuclei
 
 

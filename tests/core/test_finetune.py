@@ -3,7 +3,8 @@ import pytest
 
 import napari_loopseg
 from napari_loopseg.core.finetune import Pair, finetune_iter, score
-from napari_loopseg.core.models import (
+from napari_loopseg.core.normalize import InputError
+from napari_loopseg.core.registry import (
     ModelError,
     delete_model,
     export_model,
@@ -13,7 +14,6 @@ from napari_loopseg.core.models import (
     next_version_name,
     rename_model,
 )
-from napari_loopseg.core.normalize import InputError
 from napari_loopseg.core.review import reviewed_from_edits
 from napari_loopseg.core.synthetic import make_nuclei
 from napari_loopseg.core.train import TrainConfig

@@ -19,7 +19,7 @@ from napari.layers import Labels
 from qtpy.QtCore import Qt
 
 from napari_loopseg.cli import main
-from napari_loopseg.core.models import model_paths
+from napari_loopseg.core.registry import model_paths
 from napari_loopseg.core.synthetic import make_nuclei
 from napari_loopseg.widgets.pairs_panel import WHOLE_IMAGE
 from napari_loopseg.widgets.review_tracking import tracker_for
@@ -179,7 +179,7 @@ def test_active_model_that_stops_loading_falls_back(
     """A model whose header reads but whose weights do not: Segment says so and goes back to nuclei."""
     from safetensors.numpy import save_file
 
-    from napari_loopseg.core.models import CARD_KEY, read_card
+    from napari_loopseg.core.registry import CARD_KEY, read_card
 
     card = {**read_card(model_dir / "tiny.safetensors"), "name": "broken"}
     save_file(
@@ -287,7 +287,7 @@ def test_finetune_on_stacks_trains_plane_by_plane(tiny_model, tmp_path, capsys):
     argv = ["finetune", "--images", str(tmp_path / "stack.tif"), "--labels", str(tmp_path / "stack_lab.tif")]
     assert main([*argv, "--base", "tiny", "--steps", "2", "--device", "cpu"]) == 0
     name = capsys.readouterr().out.split()[0]
-    from napari_loopseg.core.models import load_model
+    from napari_loopseg.core.registry import load_model
 
     assert load_model(name).card["training"]["pairs"] == 3
 

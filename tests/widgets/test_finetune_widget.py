@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt, QTimer
 
-from napari_loopseg.core.models import model_paths
+from napari_loopseg.core.registry import model_paths
 from napari_loopseg.core.synthetic import make_nuclei
 from napari_loopseg.widgets.finetune_widget import FinetuneWidget
 from napari_loopseg.widgets.pairs_panel import WHOLE_IMAGE

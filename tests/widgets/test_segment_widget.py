@@ -262,7 +262,7 @@ def test_cancel_leaves_no_store(widget, viewer, qtbot, lazy_setup, monkeypatch, 
 
 
 def test_object_size_rescales_and_keeps_the_grid(widget, viewer, image, qtbot):
-    from napari_loopseg.core.models import load_model
+    from napari_loopseg.core.registry import load_model
     from napari_loopseg.core.segment import segment
     from napari_loopseg.widgets.segment_widget import SIZE_AUTO, SIZE_GIVEN
 

@@ -151,9 +151,9 @@ def run(sizes: list[int], model_name: str, device: str, repeats: int, precision:
     import torch
 
     from .cpu_features import cpu_info
-    from .models import load_model
     from .normalize import normalize_plane
     from .predict import Predictor, resolve_device
+    from .registry import load_model
 
     model = load_model(model_name)
     predictors = [

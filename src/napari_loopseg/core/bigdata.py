@@ -62,7 +62,7 @@ def plan_blocks(shape: tuple[int, int], block: int, link: int, halo: int) -> lis
 @lru_cache(maxsize=4)
 def _cached_model(name: str):
     """One model per worker process, loaded on first use (tasks ship a name, not weights)."""
-    from .models import load_model
+    from .registry import load_model
 
     return load_model(name)
 
@@ -293,7 +293,7 @@ def segment_large_iter(
     import dask
     import dask.array as da
 
-    from .models import load_model
+    from .registry import load_model
     from .unet import receptive_radius
 
     loaded = load_model(model)

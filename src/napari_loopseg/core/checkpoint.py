@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .models import _atomic_write
+from .registry import _atomic_write
 
 META_KEY = "loopseg_checkpoint"
 FORMAT = "loopseg-checkpoint"

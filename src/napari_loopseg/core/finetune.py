@@ -16,7 +16,11 @@ import numpy as np
 
 from .instances import decode
 from .metrics import Counts
-from .models import (
+from .normalize import InputError, normalize_plane
+from .options import FINETUNE_DEFAULTS, TrainConfig, auto_steps
+from .predict import Predictor, autocast_dtype, precision_name, resolve_device
+from .progress import drive, relay
+from .registry import (
     Model,
     check_new_name,
     check_writable,
@@ -26,10 +30,6 @@ from .models import (
     next_version_name,
     save_model,
 )
-from .normalize import InputError, normalize_plane
-from .options import FINETUNE_DEFAULTS, TrainConfig, auto_steps
-from .predict import Predictor, autocast_dtype, precision_name, resolve_device
-from .progress import drive, relay
 from .sizing import Diameters
 from .train import Sample, TrainProgress, train_iter
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .instances import DecodeParams, decode
-from .models import Model, load_model
 from .normalize import InputError, Layout, check_image, iter_planes, normalize_plane
 from .predict import Predictor
 from .progress import drive, relay
+from .registry import Model, load_model
 from .sizing import (
     MAX_PASSES,
     Diameters,

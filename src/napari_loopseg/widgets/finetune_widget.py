@@ -32,8 +32,8 @@ from superqt import QCollapsible
 
 from ..core.cpu_features import PRECISIONS
 from ..core.errors import InputError, LoopSegError
-from ..core.models import check_writable
 from ..core.options import DEVICES, FINETUNE_DEFAULTS, MAX_STEPS, MIN_STEPS
+from ..core.registry import check_writable
 from ..progress_log import duration
 from .active_model import active_model
 from .layer_results import labels_shape

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QComboBox, QWidget
 
-from ..core.models import bundled_dir, readable_models
+from ..core.registry import bundled_dir, readable_models
 from .active_model import ActiveModel
 
 

@@ -192,7 +192,7 @@ def run_jobs(
     LoopSeg's own errors never escape as exceptions (napari would show them with a traceback).
     """
     from ..core.errors import LoopSegError
-    from ..core.models import load_model
+    from ..core.registry import load_model
     from ..core.segment import SegmentOptions, segment_iter
 
     try:

@@ -16,7 +16,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.models import (
+from ..core.registry import (
     DEFAULT_MODEL,
     ModelError,
     bundled_dir,

@@ -1,4 +1,5 @@
-"""Model registry: bundled and user models as safetensors weights with a JSON model card.
+"""Model registry: bundled and user models as safetensors weights with a JSON model card (the
+``models/`` folder beside this package holds the bundled files; this module finds, reads and writes them).
 
 A model is one ``<name>.safetensors`` file: the weights (half precision) and, in its metadata,
 the model card (architecture, normalisation, decode thresholds, training summary, metrics,

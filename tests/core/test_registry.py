@@ -6,7 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from napari_loopseg.core.instances import DecodeParams
-from napari_loopseg.core.models import (
+from napari_loopseg.core.normalize import Normalization
+from napari_loopseg.core.registry import (
     CARD_KEY,
     ModelError,
     load_model,
@@ -15,7 +16,6 @@ from napari_loopseg.core.models import (
     model_paths,
     save_model,
 )
-from napari_loopseg.core.normalize import Normalization
 from napari_loopseg.core.unet import UNet, UNetConfig
 
 
