@@ -64,46 +64,41 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _segment_files(args: argparse.Namespace, paths: list[Path], model) -> int:
-    """Files one after another in this process (every thread on each image), with progress."""
+    """Files one after another in this process (every thread on each image)."""
+    from .core.batch import segment_files_here
+
+    return _report_files(args, paths, segment_files_here(paths, args.out, model, _file_settings(args)))
+
+
+def _report_files(args: argparse.Namespace, paths: list[Path], events) -> int:
+    """The one loop both file paths report through: progress bar (or log lines when the output is
+    not a terminal), each failed file named, a summary line; exit 1 if any file failed."""
     from tqdm import tqdm
 
-    from .core.imageio import guess_layout, read_image, write_labels
-    from .core.normalize import InputError
-    from .core.predict import DeviceError
-    from .core.progress import drive
-    from .core.segment import SegmentOptions, segment_iter
+    from .core.batch import FileResult
 
-    failed = 0
+    failed = done = 0
     lines = LineLog()
-    bar = tqdm(
-        total=len(paths),
-        unit="image",
-        disable=None,
-        bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]",
-    )
-    for done, path in enumerate(paths):
-        bar.set_description(path.name)
-        try:
-            image = read_image(path)
-            options = SegmentOptions(
-                layout=guess_layout(image.shape, args.channel_axis, args.channel), **_segment_options(args)
-            )
-
-            def advance(progress, done=done, name=path.name) -> None:
-                bar.n = done + progress.fraction
+    lines(f"images 0/{len(paths)} done", 0.0)
+    bar_format = "{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}]"
+    with tqdm(total=len(paths), unit="image", disable=None, bar_format=bar_format) as bar:
+        for event in events:
+            if isinstance(event, FileResult):
+                done += 1
+                if event.error:
+                    failed += 1
+                    bar.clear()
+                    _error(event.error)
+                bar.n = done
                 bar.refresh()
-                fraction = (done + progress.fraction) / len(paths)
-                lines(f"images {done}/{len(paths)} done, {name} {progress.stage}", fraction)
-
-            labels = drive(segment_iter(image, model, options), advance)
-            write_labels(args.out / f"{path.stem}.tif", labels)
-        except (InputError, DeviceError, OSError) as err:
-            failed += 1
-            bar.clear()
-            _error(str(err) if str(path) in str(err) else f"{path}: {err}")
-        bar.n = done + 1
-        bar.refresh()
-    bar.close()
+                lines(f"images {done}/{len(paths)} done", done / len(paths))
+                continue
+            index, progress = event
+            bar.set_description(paths[index].name, refresh=False)
+            bar.n = done + progress.fraction
+            bar.refresh()
+            text = f"images {done}/{len(paths)} done, {paths[index].name} {progress.stage}"
+            lines(text, (done + progress.fraction) / len(paths))
     print(f"segmented {len(paths) - failed} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
     return EXIT_FAILED if failed else 0
 
@@ -135,30 +130,20 @@ def _segment_files_on_cluster(args: argparse.Namespace, paths: list[Path], model
     """One dask task per file on a local cluster or a running scheduler."""
     from contextlib import ExitStack
 
-    from tqdm import tqdm
-
     from .core.batch import segment_files_iter
 
     with ExitStack() as stack:
         client = _client(args, stack)
         if client is None:
             return EXIT_USAGE
-        settings = {**_segment_options(args), "channel_axis": args.channel_axis, "channel": args.channel}
-        failed = 0
-        lines = LineLog()
-        lines(f"images 0/{len(paths)} done", 0.0)
-        with tqdm(total=len(paths), unit="image", disable=None) as bar:
-            for done, result in enumerate(
-                segment_files_iter(paths, args.out, str(model.path or model.name), client, settings), 1
-            ):
-                if result.error:
-                    failed += 1
-                    bar.clear()
-                    _error(result.error)
-                bar.update()
-                lines(f"images {done}/{len(paths)} done", done / len(paths))
-    print(f"segmented {len(paths) - failed} of {len(paths)} image(s) into {args.out}", file=sys.stderr)
-    return EXIT_FAILED if failed else 0
+        name = str(model.path or model.name)
+        results = segment_files_iter(paths, args.out, name, client, _file_settings(args))
+        return _report_files(args, paths, results)
+
+
+def _file_settings(args: argparse.Namespace) -> dict:
+    """What :func:`napari_loopseg.core.batch.segment_file_iter` needs besides the file."""
+    return {**_segment_options(args), "channel_axis": args.channel_axis, "channel": args.channel}
 
 
 def _client(args: argparse.Namespace, stack):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Generator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from .instances import DecodeParams, decode
 from .normalize import IntensityMap, Normalization, intensity_map, to_grey
 from .options import DEFAULT_BLOCK
 from .progress import drive, relay
+from .registry import load_model_once
 from .segment import SegmentProgress
 from .tiling import round_up
 
@@ -59,14 +59,6 @@ def plan_blocks(shape: tuple[int, int], block: int, link: int, halo: int) -> lis
     return blocks
 
 
-@lru_cache(maxsize=4)
-def _cached_model(name: str):
-    """One model per worker process, loaded on first use (tasks ship a name, not weights)."""
-    from .registry import load_model
-
-    return load_model(name)
-
-
 def _local(slices: tuple[slice, ...], within: tuple[slice, ...]) -> tuple[slice, ...]:
     return tuple(slice(s.start - w.start, s.stop - w.start) for s, w in zip(slices, within, strict=True))
 
@@ -77,7 +69,7 @@ def segment_block(
     """Labels (int32, ids from 1) over ``block.link`` from the image over ``block.read``."""
     from .predict import Predictor
 
-    model = _cached_model(model_name)
+    model = load_model_once(model_name)
     plane = stats.apply(to_grey(region, rgb))
     predictor = Predictor(model.net, **options)
     maps = predictor.predict(plane)[(slice(None), *_local(block.link, block.read))]

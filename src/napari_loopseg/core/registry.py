@@ -16,6 +16,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -236,6 +237,13 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> Model:
         return load_path(text)
     known = ", ".join(sorted(paths)) or "none"
     raise ModelError(f"unknown model {text!r}; known models: {known}")
+
+
+@lru_cache(maxsize=4)
+def load_model_once(name_or_path: str) -> Model:
+    """:func:`load_model`, once per process: dask tasks ship a model's name, not its weights, and
+    each worker process loads it on first use."""
+    return load_model(name_or_path)
 
 
 def _atomic_write(path: Path, write) -> None:
