@@ -10,23 +10,18 @@ the same overlap (when MONAI is installed: ``pip install monai``, for the benchm
 end-to-end ``segment`` (normalise, tiles, decode), with peak host memory, the device, the CPU model
 and its bf16 flags, thread count and library versions, as JSON; each row names its precision.
 ``--precision both`` measures fp32 and, where ``auto`` would use it, bf16 (fp16 on older GPUs) side
-by side. Rows go to stderr as they are measured. No timing is asserted anywhere.
+by side. The command line prints each row as it is measured. No timing is asserted anywhere.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
-import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
-from .cpu_features import PRECISIONS
-
-# torch and the predictor load in run(): the command line builds its parser from this module
+# torch and the predictor load in run(): the command line imports this module to build its parser
 
 
 def _version(package: str) -> str | None:
@@ -136,18 +131,29 @@ def _measure(size: int, image: np.ndarray, plane: np.ndarray, tiled, whole, mode
         "tiled_over_monai_throughput": None if t_monai is None else t_monai / t_tiled,
         "end_to_end_over_tiled_throughput": t_tiled / t_e2e,
     }
-    monai_text = "n/a" if t_monai is None else f"{t_monai:7.2f}s"
-    whole_text = "skipped" if t_whole is None else f"{t_whole:7.2f}s"
-    print(  # stderr, at once: the JSON may go to stdout, and a long run should show signs of life
-        f"{size:>6}^2 {row['precision']}  whole {whole_text}  tiled {t_tiled:7.2f}s  MONAI {monai_text}  "
-        f"decode {t_decode:6.2f}s  end-to-end {t_e2e:7.2f}s = {row['end_to_end_mpx_per_s']:.2f} Mpx/s",
-        file=sys.stderr,
-        flush=True,
-    )
     return row
 
 
-def run(sizes: list[int], model_name: str, device: str, repeats: int, precision: str = "auto") -> dict:
+def row_text(row: dict) -> str:
+    """One measured row as a line for people (the command line prints it as soon as it is measured)."""
+    monai = "n/a" if row["monai_sliding_window_s"] is None else f"{row['monai_sliding_window_s']:7.2f}s"
+    whole = "skipped" if row["whole_forward_s"] is None else f"{row['whole_forward_s']:7.2f}s"
+    return (
+        f"{row['size']:>6}^2 {row['precision']}  whole {whole}  tiled {row['tiled_predict_s']:7.2f}s  "
+        f"MONAI {monai}  decode {row['decode_s']:6.2f}s  end-to-end {row['end_to_end_s']:7.2f}s "
+        f"= {row['end_to_end_mpx_per_s']:.2f} Mpx/s"
+    )
+
+
+def run(
+    sizes: list[int],
+    model_name: str,
+    device: str,
+    repeats: int,
+    precision: str = "auto",
+    on_row: Callable[[dict], None] | None = None,
+) -> dict:
+    """Measure every size in every precision; ``on_row`` sees each row as soon as it is measured."""
     import torch
 
     from .cpu_features import cpu_info
@@ -167,7 +173,10 @@ def run(sizes: list[int], model_name: str, device: str, repeats: int, precision:
     for size in sizes:
         image = _synthetic(size)
         plane = normalize_plane(image, norm=model.normalization)
-        rows += [_measure(size, image, plane, tiled, whole, model, repeats) for tiled, whole in predictors]
+        for tiled, whole in predictors:
+            rows.append(_measure(size, image, plane, tiled, whole, model, repeats))
+            if on_row is not None:
+                on_row(rows[-1])
     tiled = predictors[0][0]
     return {
         "benchmark": "speed",
@@ -196,35 +205,3 @@ def run(sizes: list[int], model_name: str, device: str, repeats: int, precision:
         else None,
         "results": rows,
     }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], metavar="N", help="image sides")
-    parser.add_argument("--model", default="nuclei")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=[*PRECISIONS, "both"],
-        help="auto (default) as segment picks it; both: fp32 and, where auto picks one (a GPU, "
-        "a CPU with native bf16), that mixed precision side by side",
-    )
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
-
-
-def main(args: argparse.Namespace) -> int:
-    from .predict import DeviceError
-
-    try:
-        result = run(args.sizes, args.model, args.device, args.repeats, args.precision)
-    except DeviceError as err:
-        print(f"loopseg: error: {err}", file=sys.stderr)
-        return 1
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    else:
-        print(text)
-    return 0
