@@ -309,7 +309,7 @@ def test_image_removed_mid_run_stops_its_job(viewer, segment, qtbot, notificatio
     fractions = []
     click(segment.segment_button, qtbot)
     segment.worker.yielded.connect(
-        lambda item: item[0] == "progress" and item[1] == 0 and fractions.append(item[2].fraction)
+        lambda event: event.kind == "progress" and event.index == 0 and fractions.append(event.value.fraction)
     )
     qtbot.waitUntil(lambda: len(fractions) > 0, timeout=60_000)
     viewer.layers.remove("movie")

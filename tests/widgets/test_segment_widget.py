@@ -300,7 +300,7 @@ def test_large_numpy_layer_also_goes_block_by_block(widget, viewer, qtbot, monke
     viewer.add_image(image, name="big")
     stages = []
     qtbot.mouseClick(widget.segment_button, Qt.MouseButton.LeftButton)
-    widget.worker.yielded.connect(lambda item: stages.append(getattr(item[2], "stage", "")))
+    widget.worker.yielded.connect(lambda event: stages.append(getattr(event.value, "stage", "")))
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     (layer,) = labels_layers(viewer)
     assert any(stage.startswith("block ") for stage in stages)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Container, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from napari.layers import Image
@@ -94,6 +94,23 @@ def visible_window(viewer: Viewer, layer: Image, shape: tuple[int, int]) -> tupl
 
 
 @dataclass(frozen=True)
+class JobEvent:
+    """What the worker reports about job ``index`` (-1: the whole run). ``kind`` and ``value``:
+
+    - "progress": a :class:`~napari_loopseg.core.segment.SegmentProgress`;
+    - "store": the path of a label store too large for memory, as its writing starts;
+    - "result": the labels, an array or a :class:`StoredResult`;
+    - "failed": LoopSeg's message for a job that cannot be segmented (the others go on);
+    - "skipped": None; the job's layer was removed while it ran;
+    - "model_failed": the message; the model cannot be loaded and nothing else runs.
+    """
+
+    kind: Literal["progress", "store", "result", "failed", "skipped", "model_failed"]
+    index: int
+    value: Any = None
+
+
+@dataclass(frozen=True)
 class StoredResult:
     """Labels too large for memory: an OME-Zarr store on disk, full resolution first."""
 
@@ -118,7 +135,7 @@ def results_dir() -> Path:
     return Path(user_cache_dir("napari-loopseg")) / "results"
 
 
-def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[tuple, None, object]:
+def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[JobEvent, None, object]:
     """Block-wise segmentation of a large plane; to a zarr store when the result is too large."""
     from ..core.bigdata import segment_large_iter
     from ..core.segment import SegmentProgress
@@ -132,7 +149,7 @@ def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[tup
         shutil.rmtree(store)  # a unique name; zarr creates the store itself
         meta = ome_meta(tuple(job.layer.scale[-2:]), tuple(job.layer.translate[-2:]))
         out = create_labels(store, shape, BLOCK_SIZE, meta)
-        yield ("store", index, store)  # napari never closes a cancelled worker: the GUI cleans up
+        yield JobEvent("store", index, store)  # napari never closes a cancelled worker: the GUI cleans up
     kwargs = {k: v for k, v in options.items() if k in ("device", "tile_size", "precision")}
     gen = segment_large_iter(
         job.data, str(model.path or model.name), block_size=BLOCK_SIZE, rgb=job.layout.rgb, out=out, **kwargs
@@ -141,7 +158,7 @@ def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[tup
         labels = yield from _tagged(gen, index)
         if store is None:
             return labels
-        yield ("progress", index, SegmentProgress(1.0, "writing overview levels"))
+        yield JobEvent("progress", index, SegmentProgress(1.0, "writing overview levels"))
         return StoredResult(add_pyramid(store), store, int(labels.attrs["max_label"]))
     except BaseException:  # failed (or closed): leave no half-written store behind
         gen.close()
@@ -154,14 +171,14 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40] or "image"
 
 
-def _tagged(gen: Generator[Any, None, _Result], index: int) -> Generator[tuple, None, _Result]:
+def _tagged(gen: Generator[Any, None, _Result], index: int) -> Generator[JobEvent, None, _Result]:
     """Tag a core generator's progress items for job ``index``; return its result."""
-    return relay(gen, lambda progress: ("progress", index, progress))
+    return relay(gen, lambda progress: JobEvent("progress", index, progress))
 
 
 def _unless_skipped(
     gen: Generator[Any, None, object], index: int, skipped: Container[int]
-) -> Generator[tuple, None, object]:
+) -> Generator[JobEvent, None, object]:
     """Relay ``gen`` until job ``index`` lands in ``skipped`` (its layer was removed): then close
     it (which deletes any half-written store) and return :data:`SKIPPED`."""
     while True:
@@ -180,14 +197,8 @@ SKIPPED = object()
 
 def run_jobs(
     jobs: list[Job], model_name: str, options: dict, skipped: Container[int] = frozenset()
-) -> Generator[tuple, None, None]:
-    """Worker body. Yields ``(kind, index, value)``:
-
-    - ("progress", i, SegmentProgress); ("store", i, path) when a store too large for memory starts;
-    - ("result", i, labels): an array, or a :class:`StoredResult`;
-    - ("failed", i, message): LoopSeg's message for a job that cannot be segmented (the others go on);
-    - ("skipped", i, None): the job's index was added to ``skipped`` (its layer was removed) while it ran;
-    - ("model_failed", -1, message): the model cannot be loaded; nothing else runs.
+) -> Generator[JobEvent, None, None]:
+    """Worker body: yields a :class:`JobEvent` for each thing the GUI should know.
 
     LoopSeg's own errors never escape as exceptions (napari would show them with a traceback).
     """
@@ -198,7 +209,7 @@ def run_jobs(
     try:
         model = load_model(model_name)
     except LoopSegError as err:
-        yield ("model_failed", -1, str(err))
+        yield JobEvent("model_failed", -1, str(err))
         return
     for index, job in enumerate(jobs):
         if index in skipped:
@@ -211,9 +222,9 @@ def run_jobs(
                 gen = _tagged(segment_iter(data, model, SegmentOptions(layout=job.layout, **options)), index)
             labels = yield from _unless_skipped(gen, index, skipped)
         except (LoopSegError, OSError) as err:
-            yield ("failed", index, str(err))
+            yield JobEvent("failed", index, str(err))
             continue
-        yield ("skipped", index, None) if labels is SKIPPED else ("result", index, labels)
+        yield JobEvent("skipped", index) if labels is SKIPPED else JobEvent("result", index, labels)
 
 
 _warm_up_thread: threading.Thread | None = None

@@ -20,7 +20,7 @@ from qtpy.QtCore import QObject, Signal
 from .active_model import ActiveModel
 from .layer_identity import same_layer
 from .layer_results import put_result, put_stored_result
-from .segment_jobs import Job, StoredResult, run_jobs
+from .segment_jobs import Job, JobEvent, StoredResult, run_jobs
 
 #: Seconds between progress updates on screen.
 SHOW_INTERVAL_S = 0.25
@@ -80,8 +80,8 @@ class SegmentRunner(QObject):
         if len(self._skipped) == len(self._jobs):
             self.worker.quit()
 
-    def _on_yielded(self, item: tuple) -> None:
-        kind, index, value = item
+    def _on_yielded(self, event: JobEvent) -> None:
+        kind, index, value = event.kind, event.index, event.value
         if kind == "model_failed":
             self._model_failed(value)
             return
