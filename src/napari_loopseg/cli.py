@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .core.cpu_features import PRECISIONS
-from .core.options import DEFAULT_BLOCK, DEVICES, MAX_STEPS, MIN_STEPS
+from .core.options import DEFAULT_BLOCK, DEFAULT_MODEL, DEVICES, MAX_STEPS, MIN_STEPS
 from .core.tiling import DEFAULT_TILE
 from .progress_log import LineLog
 
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for <stem>.tif labels")
     seg.add_argument(
-        "--model", default="nuclei", help="model name (see `loopseg models`) or .safetensors file"
+        "--model", default=DEFAULT_MODEL, help="model name (see `loopseg models`) or .safetensors file"
     )
     seg.add_argument(
         "--tile-size",
@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MASK",
         help="reviewed pixels (non-zero) per image; default: the whole image is correct",
     )
-    ft.add_argument("--base", default="nuclei", help="model to start from (default nuclei)")
+    ft.add_argument("--base", default=DEFAULT_MODEL, help=f"model to start from (default {DEFAULT_MODEL})")
     ft.add_argument(
         "--steps",
         type=int,
@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segmentation speed on synthetic nuclei: network only vs end to end (JSON).",
     )
     be.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], metavar="N", help="image sides")
-    be.add_argument("--model", default="nuclei")
+    be.add_argument("--model", default=DEFAULT_MODEL)
     be.add_argument("--device", default="auto", choices=DEVICES)
     be.add_argument(
         "--precision",

@@ -20,7 +20,7 @@ import numpy as np
 
 from .instances import DecodeParams, decode
 from .normalize import IntensityMap, Normalization, intensity_map, to_grey
-from .options import DEFAULT_BLOCK
+from .options import DEFAULT_BLOCK, DEFAULT_MODEL
 from .progress import drive, relay
 from .registry import load_model_once
 from .segment import SegmentProgress
@@ -266,7 +266,7 @@ def _reported(tasks: list, scheduler, base: float, span: float, what: str):
 
 def segment_large_iter(
     image,
-    model: str = "nuclei",
+    model: str = DEFAULT_MODEL,
     block_size: int = DEFAULT_BLOCK,
     link: int = DEFAULT_LINK,
     rgb: bool = False,
@@ -320,7 +320,7 @@ def segment_large_iter(
     return out
 
 
-def segment_large(image, model: str = "nuclei", **kwargs):
+def segment_large(image, model: str = DEFAULT_MODEL, **kwargs):
     """:func:`segment_large_iter` run to completion (for scripts and the API)."""
     return drive(segment_large_iter(image, model, **kwargs))
 

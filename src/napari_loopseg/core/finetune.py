@@ -17,7 +17,7 @@ import numpy as np
 from .instances import decode
 from .metrics import Counts
 from .normalize import InputError, normalize_plane
-from .options import FINETUNE_DEFAULTS, TrainConfig, auto_steps
+from .options import DEFAULT_MODEL, FINETUNE_DEFAULTS, TrainConfig, auto_steps
 from .predict import Predictor, autocast_dtype, precision_name, resolve_device
 from .progress import drive, relay
 from .registry import (
@@ -102,7 +102,7 @@ def _kept(seen: list[TrainProgress]) -> Callable[[TrainProgress], TrainProgress]
 
 def finetune_iter(
     pairs: Sequence[Pair],
-    base: str | Model = "nuclei",
+    base: str | Model = DEFAULT_MODEL,
     config: TrainConfig = FINETUNE_DEFAULTS,
     name: str | None = None,
 ) -> Generator[TrainProgress, None, Model]:
@@ -169,7 +169,7 @@ def finetune(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     masks: Sequence[np.ndarray | None] | None = None,
-    base: str | Model = "nuclei",
+    base: str | Model = DEFAULT_MODEL,
     name: str | None = None,
     rgb: bool = False,
     on_progress=None,

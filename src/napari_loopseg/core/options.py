@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+#: The bundled model, used wherever no other is chosen.
+DEFAULT_MODEL = "nuclei"
+
 #: Where to compute: ``auto`` is CUDA, then Apple MPS, then the CPU.
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

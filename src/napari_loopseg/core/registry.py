@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from .errors import ModelError
 from .instances import DecodeParams
 from .normalize import Normalization
+from .options import DEFAULT_MODEL
 from .sizing import Diameters
 
 if TYPE_CHECKING:  # torch loads lazily: napari imports plugins at start-up
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # torch loads lazily: napari imports plugins at start-up
 FORMAT = "loopseg-model"
 FORMAT_VERSION = 1
 CARD_KEY = "loopseg_card"
-DEFAULT_MODEL = "nuclei"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

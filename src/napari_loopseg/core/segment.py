@@ -14,6 +14,7 @@ import numpy as np
 
 from .instances import DecodeParams, decode
 from .normalize import InputError, Layout, check_image, iter_planes, normalize_plane
+from .options import DEFAULT_MODEL
 from .predict import Predictor
 from .progress import drive, relay
 from .registry import Model, load_model
@@ -147,7 +148,7 @@ def _given_factor(model: Model, size) -> float:
     return factor_for(diameter, _diameters(model))
 
 
-def segment(image, model: str | Model = "nuclei", **options) -> np.ndarray:
+def segment(image, model: str | Model = DEFAULT_MODEL, **options) -> np.ndarray:
     """Instance labels for ``image`` (numpy or dask; 2D, stack, RGB or multichannel).
 
     ``options``: device, precision, tile_size, overlap, batch_size, object_size, rgb,

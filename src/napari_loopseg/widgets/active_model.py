@@ -14,7 +14,8 @@ from napari.utils.notifications import show_error, show_warning
 from napari.viewer import Viewer
 from qtpy.QtCore import QObject, Signal
 
-from ..core.registry import DEFAULT_MODEL, readable_models, user_dir
+from ..core.options import DEFAULT_MODEL
+from ..core.registry import readable_models, user_dir
 from .layer_identity import underlying
 
 _by_viewer: weakref.WeakKeyDictionary[Viewer, ActiveModel] = weakref.WeakKeyDictionary()

@@ -16,8 +16,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.options import DEFAULT_MODEL
 from ..core.registry import (
-    DEFAULT_MODEL,
     ModelError,
     bundled_dir,
     delete_model,
