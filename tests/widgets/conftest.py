@@ -36,6 +36,12 @@ def _widgets_only_through_napari(monkeypatch):
 
 
 @pytest.fixture
+def viewer(make_napari_viewer):
+    """The raw viewer: what the user (and napari's own GUI) acts on."""
+    return make_napari_viewer()
+
+
+@pytest.fixture
 def open_widget() -> Callable:
     """``open_widget(viewer, "Segment")``: dock a LoopSeg widget exactly as the Plugins menu does."""
 

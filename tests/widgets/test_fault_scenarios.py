@@ -26,11 +26,6 @@ from napari_loopseg.widgets.review_tracking import tracker_for
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
 def segment(viewer, open_widget, tiny_model):
     widget = open_widget(viewer, "Segment")
     widget.models.active.set("tiny")

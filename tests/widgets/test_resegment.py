@@ -13,11 +13,6 @@ from napari_loopseg.widgets.pairs_panel import PairsPanel
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
 def finetune(viewer, open_widget, tiny_model):
     widget = open_widget(viewer, "Fine-tune")
     widget.active.set("tiny")

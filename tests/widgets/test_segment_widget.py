@@ -15,11 +15,6 @@ def image():
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
 def widget(viewer, open_widget, tiny_model, qtbot):
     widget = open_widget(viewer, "Segment")
     assert isinstance(widget, SegmentWidget)

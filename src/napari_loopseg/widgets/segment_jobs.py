@@ -57,7 +57,9 @@ def make_job(viewer: Viewer, layer: Image, current_plane_only: bool) -> Job:
     large = height * width > BLOCKWISE_PLANE
     plane = current_plane(viewer, layer, lead) if lead and current_plane_only else None
     pixels = data if plane is None else data[plane]
-    if isinstance(pixels, np.ndarray) and pixels.dtype.kind == "f" and not np.isfinite(pixels).any():
+    # cheap enough for the GUI thread up to the block-by-block size; the worker checks larger ones
+    small = isinstance(pixels, np.ndarray) and pixels.size <= BLOCKWISE_PLANE
+    if small and pixels.dtype.kind == "f" and not np.isfinite(pixels).any():
         raise InputError("the image has no finite pixel values (all NaN or infinite)")
     if plane is not None:
         return Job(layer, pixels, layout, plane, by_blocks=large)
