@@ -2,10 +2,10 @@
 
 dask.distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so that freed memory goes
 back to the system at once. Segmentation allocates and frees arrays of hundreds of megabytes per
-block; with that setting every block pays the page faults again. On this project's 2-core CPU, a
-6144^2 image on one worker took 59 s with it and 34 s without (the same as in one process), and
-memory stays bounded by the blocks in flight. Workers get one thread each (torch's intra-op
-threads follow ``OMP_NUM_THREADS=1``): processes, not threads, share the cores.
+block; with that setting every block pays the page faults again, which nearly halved a worker's
+speed (README, "Large images and clusters"), while memory stays bounded by the blocks in flight
+either way. Workers get one thread each (torch's intra-op threads follow ``OMP_NUM_THREADS=1``):
+processes, not threads, share the cores.
 """
 
 from __future__ import annotations

@@ -37,10 +37,10 @@ class TrainConfig:
     precision: str = "auto"
 
 
-#: Defaults for fine-tuning from a few corrected images, chosen by measurement (2-core CPU, fp32;
-#: benchmarks/finetune_usiigaci.py, table in benchmarks/results/finetune-recipes.md): small crops
-#: (4 x 192^2 trains 1.1 Mpx/s where 8 x 256^2 trains 0.6), a higher rate with cosine decay, elastic
-#: augmentation on. ``steps=None``: as many as the reviewed area calls for (:func:`auto_steps`).
+#: Defaults for fine-tuning from a few corrected images, chosen by measurement in fp32
+#: (benchmarks/finetune_usiigaci.py; every recipe tried is in benchmarks/results/finetune-recipes.md):
+#: small crops (they train more pixels per second than large ones), a higher rate with cosine decay,
+#: elastic augmentation on. ``steps=None``: as many as the reviewed area calls for (:func:`auto_steps`).
 FINETUNE_DEFAULTS = TrainConfig(
     steps=None, batch_size=4, crop=192, lr=3e-3, warmup=0.05, elastic=6.0, validate_every=100
 )
@@ -50,7 +50,7 @@ STEPS_PER_SQRT_MPX, MIN_STEPS, MAX_STEPS = 700, 500, 1500
 
 
 def auto_steps(reviewed_pixels: int) -> int:
-    """Training steps for this many reviewed pixels: a few edited objects get MIN_STEPS (a round
-    of about a minute on a 2-core CPU), three fully corrected 1024^2 images about 1,250."""
+    """Training steps for this many reviewed pixels: a few edited objects get MIN_STEPS, three fully
+    corrected 1024^2 images about 1,250 (round times in benchmarks/results/finetune-*.json)."""
     steps = STEPS_PER_SQRT_MPX * math.sqrt(max(reviewed_pixels, 0) / 1e6)
     return int(min(max(round(steps / 50) * 50, MIN_STEPS), MAX_STEPS))

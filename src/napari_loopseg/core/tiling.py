@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     # numpy for tests and small outputs, torch where the output stays on the device
     _Planes = TypeVar("_Planes", np.ndarray, torch.Tensor)
 
-#: Largest tile side. On this project's CPU the network ran at 5.1-5.3 Mpx/s on tiles of 768-1008
-#: px and 4.2 on 1024-1056 (a cache cliff); the plan evens tiles out below this bound.
+#: Largest tile side: just below the tile size where the network's throughput per pixel drops (a
+#: cache cliff, measured in benchmarks/README.md); the plan evens tiles out below this bound.
 DEFAULT_TILE = 1008
 
 

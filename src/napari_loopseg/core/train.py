@@ -81,8 +81,8 @@ class CropSampler:
         draws = np.sqrt(supervised) * np.array([s.weight for s in samples], float)
         self.p = draws / draws.sum()
         self.reviewed_coords = [None if s.reviewed is None else np.argwhere(s.reviewed) for s in samples]
-        # Targets and weights of whole images, computed once (not per crop: on a 2-core CPU that
-        # was ~10% of a fine-tune step) and exact where objects cross a crop's edge. Planes too big
+        # Targets and weights of whole images, computed once (per crop they were a tenth of a
+        # fine-tune step) and exact where objects cross a crop's edge. Planes too big
         # to hold 4 float maps of (the bundled-model script's large images) keep per-crop targets.
         whole = tuple(config.scale_range) == (1.0, 1.0)
         self.maps = [

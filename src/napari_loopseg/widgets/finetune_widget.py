@@ -196,7 +196,7 @@ class FinetuneWidget(QWidget):
 
     def _on_progress(self, progress) -> None:
         """Record every step; show them a few times a second (a progress bar repaints at once, and
-        repainting at every step took ~10 ms of GUI time each on a 2-core CPU)."""
+        repainting at every step was a measured source of GUI stalls)."""
         self.plot.add(progress.step, progress.loss, progress.validation, progress.steps)
         now = time.monotonic()
         if (

@@ -1,8 +1,7 @@
 """A live training-loss curve, painted with QPainter.
 
-It was a matplotlib canvas: each redraw cost 30 ms of GUI time on a 2-core CPU while training
-ran (the first one over 100 ms), the largest part of the longest GUI stalls during fine-tuning.
-A polyline with a few labels paints in well under a millisecond.
+It was a matplotlib canvas, whose redraws were the largest part of the GUI stalls during
+fine-tuning (benchmarks/README.md); a polyline with a few labels costs next to nothing.
 """
 
 from __future__ import annotations

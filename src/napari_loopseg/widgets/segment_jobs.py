@@ -237,16 +237,16 @@ def _import_compute_modules() -> None:
 
     with contextlib.suppress(ImportError):  # builds without dynamo: nothing to warm up
         import torch._dynamo  # noqa: F401
-    # torch, sympy and napari leave ~a million long-lived objects; each full garbage collection
-    # walked them all on whichever thread triggered it, often the GUI thread (a 263 ms stall
-    # while adding a result layer). Frozen, they are skipped by later collections.
+    # torch, sympy and napari leave about a million long-lived objects; each full garbage
+    # collection walked them all on whichever thread triggered it, often the GUI thread (a stall
+    # measured in benchmarks/README.md). Frozen, they are skipped by later collections.
     gc.freeze()
 
 
 def warm_up() -> None:
     """Import torch and the compute modules off the GUI thread, once per process, when a widget
     opens; including ``torch._dynamo``, which torch's optimisers import on their first step (with
-    sympy: hundreds of modules, whose garbage collection stalled the GUI for ~250 ms).
+    sympy: hundreds of modules, whose garbage collection stalled the GUI).
 
     A plain thread, not a Qt worker: it touches no Qt object, so closing the viewer (or the
     script ending) while it runs cannot hit a deleted widget or destroy a running QThread; the
