@@ -9,7 +9,7 @@ registry, the active model and every input exactly as they were.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -90,16 +90,6 @@ def score(
     return counts.summary()
 
 
-def _kept(seen: list[TrainProgress]) -> Callable[[TrainProgress], TrainProgress]:
-    """Pass progress through, keeping the latest (its loss and validation go on the model card)."""
-
-    def keep(progress: TrainProgress) -> TrainProgress:
-        seen[:] = [progress]
-        return progress
-
-    return keep
-
-
 def finetune_iter(
     pairs: Sequence[Pair],
     base: str | Model = DEFAULT_MODEL,
@@ -137,9 +127,14 @@ def finetune_iter(
         config = replace(config, validate_every=0)
     device = resolve_device(config.device)
     started = time.perf_counter()
-    seen: list[TrainProgress] = []
-    net = yield from relay(train_iter(base_model.net, samples, config, validate=validate), _kept(seen))
-    last = seen[-1] if seen else None
+    last: TrainProgress | None = None  # its loss and validation go on the model card
+
+    def remember(progress: TrainProgress) -> TrainProgress:
+        nonlocal last
+        last = progress
+        return progress
+
+    net = yield from relay(train_iter(base_model.net, samples, config, validate=validate), remember)
     card = make_card(
         new_name,
         net.config,
