@@ -56,7 +56,8 @@ log = logging.getLogger("train_bundled")
 #: Options that change what training computes: a resumed run must keep them.
 TRAINING_OPTIONS = (
     "steps", "batch_size", "crop", "lr", "width", "depth", "seed", "kind_balance", "init",
-    "holdout", "train_bbbc039", "validate_every",
+    "holdout", "train_bbbc039", "validate_every", "scale", "gamma", "blur", "saturation",
+    "object_dimming", "object_crops", "colour",
 )  # fmt: skip
 
 
@@ -143,6 +144,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--validate-every", type=int, default=500)
+    augment = parser.add_argument_group("robustness to other labs' images (0 or 1: off)")
+    augment.add_argument("--scale", type=float, nargs=2, default=(0.5, 3.0), help="zoom range")
+    augment.add_argument("--gamma", type=float, default=0.5, help="log-range of a random gamma")
+    augment.add_argument("--blur", type=float, default=1.5, help="largest blur sigma, a third of crops")
+    augment.add_argument("--saturation", type=float, default=0.2, help="share of crops clipped")
+    augment.add_argument(
+        "--object-dimming", type=float, default=0.15, help="darkest per-object contrast factor"
+    )
+    augment.add_argument("--object-crops", type=float, default=0.5, help="share of crops on an object")
+    augment.add_argument(
+        "--colour",
+        choices=("luminance", "haematoxylin"),
+        default="haematoxylin",
+        help="how RGB images become the network's one input plane",
+    )
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -168,7 +184,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def training_options(args: argparse.Namespace) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in TRAINING_OPTIONS}
+    """The options a resumed run must share, JSON-shaped (paths as text, ranges as lists)."""
+    plain = {Path: str, tuple: list}
+    return {k: plain.get(type(v), lambda x: x)(v) for k, v in vars(args).items() if k in TRAINING_OPTIONS}
 
 
 def main() -> None:
@@ -195,13 +213,18 @@ def main() -> None:
             raise SystemExit(f"--resume with other training options (checkpoint, now): {changed}")
         log.info("resuming from step %d (%.0f s trained)", resume["step"], meta["seconds"])
 
-    norm = Normalization()
+    norm = Normalization(colour=args.colour)
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
         crop=args.crop,
         lr=args.lr,
-        scale_range=(0.75, 1.33),
+        scale_range=(args.scale[0], args.scale[1]),
+        gamma=args.gamma,
+        blur=args.blur,
+        saturation=args.saturation,
+        object_dimming=args.object_dimming,
+        object_crops=args.object_crops,
         validate_every=args.validate_every if args.holdout != "none" else 0,
         seed=args.seed,
         device=args.device,
@@ -330,6 +353,14 @@ def main() -> None:
             "crop": args.crop,
             "lr": args.lr,
             "scale_range": list(config.scale_range),
+            "augmentation": {
+                "gamma": args.gamma,
+                "blur": args.blur,
+                "saturation": args.saturation,
+                "object_dimming": args.object_dimming,
+                "object_crops": args.object_crops,
+            },
+            "colour": args.colour,
             "kind_balance": args.kind_balance,
             "init": args.init.name if args.init else None,
             "seed": args.seed,

@@ -73,3 +73,37 @@ def test_planes_of_stacks_channels_and_rgb():
     rgb_stack = np.zeros((4, 20, 30, 3), np.uint8)
     planes = list(iter_planes(rgb_stack, Layout(rgb=True)))
     assert len(planes) == 4 and planes[0][1].shape == (20, 30, 3)
+
+
+def _he_tile() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """White background, pink eosin-stained tissue, and a purple haematoxylin nucleus inside it."""
+    plane = np.full((64, 64, 3), (245, 245, 245), np.uint8)
+    plane[8:56, 8:56] = (230, 150, 200)  # eosin: cytoplasm
+    plane[24:40, 24:40] = (90, 60, 160)  # haematoxylin: nucleus
+    plane[44:52, 12:20] = (200, 120, 170)  # a darker, still eosin-coloured patch
+    return plane, np.s_[30, 30], np.s_[48, 16]
+
+
+def test_haematoxylin_input_tells_nuclei_from_eosin():
+    """Stain colour, not darkness, marks nuclei: the deconvolved plane keeps the nucleus far above
+    dark eosin, where luminance puts them close together."""
+    plane, nucleus, eosin = _he_tile()
+    stain = normalize_plane(plane, rgb=True, norm=Normalization(colour="haematoxylin"))
+    grey = normalize_plane(plane, rgb=True)
+    assert stain[nucleus] > 0.8 and stain[eosin] < 0.2 and stain[4, 4] < 0.1
+    assert stain[nucleus] - stain[eosin] > grey[nucleus] - grey[eosin]
+
+
+def test_haematoxylin_scaling_does_not_depend_on_the_pixel_type():
+    plane, nucleus, _ = _he_tile()
+    as_int = normalize_plane(plane, rgb=True, norm=Normalization(colour="haematoxylin"))
+    as_float = normalize_plane(plane / 255.0, rgb=True, norm=Normalization(colour="haematoxylin"))
+    wide = normalize_plane(plane.astype(np.uint16) * 257, rgb=True, norm=Normalization(colour="haematoxylin"))
+    assert np.abs(as_int - as_float).max() < 1e-3 and np.abs(as_int - wide).max() < 1e-3
+
+
+def test_cards_without_a_colour_keep_luminance_and_unknown_colours_are_refused():
+    assert Normalization.from_dict({"low": 1, "high": 99.8}).colour == "luminance"
+    assert Normalization.from_dict(Normalization(colour="haematoxylin").to_dict()).colour == "haematoxylin"
+    with pytest.raises(ValueError, match="colour"):
+        Normalization.from_dict({"colour": "eosin"})

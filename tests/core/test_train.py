@@ -175,3 +175,45 @@ def test_checkpoint_file_holds_no_pickle_and_keeps_every_tensor(tmp_path):
         assert flat.keys() == back.keys()
         assert all(torch.equal(flat[k], back[k]) for k in flat)
     assert state["rng"] == states[-1]["rng"] and torch.equal(state["torch_rng"], states[-1]["torch_rng"])
+
+
+def test_object_dimming_scales_each_object_and_leaves_background():
+    from napari_loopseg.core.train import _dim_objects
+
+    image = np.full((40, 40), 0.1, np.float32)
+    labels = np.zeros((40, 40), np.int32)
+    image[5:15, 5:15], labels[5:15, 5:15] = 0.9, 1
+    image[25:35, 25:35], labels[25:35, 25:35] = 0.9, 2
+    rng = np.random.default_rng(0)
+    dimmed = next(d for d in (_dim_objects(image, labels, 0.1, rng) for _ in range(20)) if d is not image)
+    assert np.allclose(dimmed[labels == 0], 0.1)
+    contrast = [float(dimmed[labels == i].mean()) - 0.1 for i in (1, 2)]
+    assert all(0.1 * 0.8 - 1e-6 <= c <= 0.8 + 1e-6 for c in contrast)
+    assert contrast[0] != contrast[1]  # a factor per object, not one per crop
+
+
+def test_object_centred_crops_find_objects_in_a_sparse_image():
+    from napari_loopseg.core.train import CropSampler
+
+    image = np.zeros((512, 512), np.float32)
+    labels = np.zeros((512, 512), np.int32)
+    image[400:410, 100:110], labels[400:410, 100:110] = 1.0, 1
+    sample = Sample(image, labels)
+
+    def share_with_object(object_crops: float) -> float:
+        config = TrainConfig(crop=64, scale_range=(0.9, 1.1), object_crops=object_crops)
+        sampler = CropSampler([sample], config, np.random.default_rng(0))
+        return float(np.mean([sampler.crop()[1][0].any() for _ in range(40)]))
+
+    assert share_with_object(1.0) > 0.9
+    assert share_with_object(0.0) < 0.3
+
+
+def test_degradations_keep_shapes_and_clip_saturated_crops():
+    from napari_loopseg.core.train import _degrade
+
+    image = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    config = TrainConfig(gamma=0.5, blur=1.5, saturation=1.0)
+    out = _degrade(image, config, np.random.default_rng(0))
+    assert out.shape == image.shape and out.dtype == np.float32
+    assert np.isclose(out.max(), 1.0, atol=0.05) and (out >= 0.999).mean() > 0.05  # a flat, clipped top

@@ -83,6 +83,34 @@ def test_several_layers_at_once(widget, viewer, image, qtbot):
         assert expected.max() >= 5 and np.array_equal(viewer.layers[f"{name} labels"].data, expected)
 
 
+def test_results_go_into_layers_one_event_loop_turn_apart(widget, viewer, image, qtbot, monkeypatch):
+    """Adding a Labels layer is napari's slowest GUI step: results that arrive together (here all
+    at once, from a worker that does no work) are put into layers apart, so the canvas redraws in
+    between, and the run ends only after the last one."""
+    import time
+
+    from napari_loopseg.widgets import segment_runner
+
+    def instant_results(jobs, model_name, options, skipped):
+        for index, job in enumerate(jobs):
+            yield segment_runner.JobEvent("result", index, (job.data > job.data.mean()).astype(np.uint16))
+
+    placed, original = [], segment_runner.put_result
+    monkeypatch.setattr(segment_runner, "run_jobs", instant_results)
+    monkeypatch.setattr(
+        segment_runner,
+        "put_result",
+        lambda *a, **k: (placed.append(time.perf_counter()), original(*a, **k))[1],
+    )
+    for name in "abc":
+        viewer.add_image(image, name=name)
+    widget.select("a", "b", "c")
+    click_segment(widget, qtbot)
+    assert sorted(layer.name for layer in labels_layers(viewer)) == ["a labels", "b labels", "c labels"]
+    assert min(np.diff(placed)) >= 0.9 * segment_runner.PUT_SPACING_MS / 1000
+    assert widget.progress.value() == widget.progress.maximum()
+
+
 def test_rgb_image(widget, viewer, image, qtbot):
     grey = (image / image.max() * 255).astype(np.uint8)
     rgb = np.stack([255 - grey] * 3, axis=-1)  # dark nuclei on bright: brightfield-like

@@ -70,7 +70,7 @@ def segment_block(
     from .predict import Predictor
 
     model = load_model_once(model_name)
-    plane = stats.apply(to_grey(region, rgb))
+    plane = stats.apply(to_grey(region, rgb, model.normalization.colour))
     predictor = Predictor(model.net, **options)
     maps = predictor.predict(plane)[(slice(None), *_local(block.link, block.read))]
     params = DecodeParams.from_dict(model.card.get("decode", {}))
@@ -294,7 +294,7 @@ def segment_large_iter(
     shape = (int(image.shape[0]), int(image.shape[1]))
     norm = Normalization.from_dict(loaded.card.get("normalization", {}))
     yield SegmentProgress(0.0, "reading intensity statistics")
-    stats = intensity_map(to_grey(_strided(image, rgb), rgb), norm)
+    stats = intensity_map(to_grey(_strided(image, rgb), rgb, norm.colour), norm)
     blocks = plan_blocks(shape, round_up(block_size, loaded.net.multiple), link, halo)
     on_disk = out is not None and not isinstance(out, np.ndarray)
     target = out if on_disk else None

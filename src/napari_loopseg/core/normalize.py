@@ -15,6 +15,7 @@ import numpy as np
 from .errors import InputError
 
 Invert = Literal["auto", "yes", "no"]
+Colour = Literal["luminance", "haematoxylin"]
 _SAMPLE_PIXELS = 4_000_000
 MIN_SIDE = 4
 _LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
@@ -27,6 +28,9 @@ class Normalization:
     low: float = 1.0
     high: float = 99.8
     invert: Invert = "auto"
+    #: How an RGB image becomes one plane: ``luminance``, or the haematoxylin stain's optical
+    #: density (colour deconvolution), which keeps what tells nuclei from eosin-stained tissue.
+    colour: Colour = "luminance"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,10 +38,12 @@ class Normalization:
     @classmethod
     def from_dict(cls, data: dict) -> Normalization:
         low, high = float(data.get("low", 1.0)), float(data.get("high", 99.8))
-        invert = data.get("invert", "auto")
+        invert, colour = data.get("invert", "auto"), data.get("colour", "luminance")
         if not (0 <= low < high <= 100) or invert not in ("auto", "yes", "no"):
             raise ValueError(f"invalid normalisation {data}")
-        return cls(low, high, invert)
+        if colour not in ("luminance", "haematoxylin"):
+            raise ValueError(f"invalid normalisation colour {colour!r}")
+        return cls(low, high, invert, colour)
 
 
 def check_dtype(array: np.ndarray) -> None:
@@ -52,17 +58,35 @@ def _sample(plane: np.ndarray) -> np.ndarray:
     return plane[::step, ::step]
 
 
-def to_grey(plane: np.ndarray, rgb: bool) -> np.ndarray:
-    """RGB(A) -> luminance (alpha dropped); grey stays grey. Returns float32."""
+def to_grey(plane: np.ndarray, rgb: bool, colour: Colour = "luminance") -> np.ndarray:
+    """RGB(A) -> luminance or haematoxylin density (alpha dropped); grey stays grey. float32."""
     plane = np.asarray(plane)
     check_dtype(plane)
     if rgb:
         if plane.ndim != 3 or plane.shape[-1] not in (3, 4):
             raise InputError(f"RGB image must be (height, width, 3 or 4), got {plane.shape}")
+        if colour == "haematoxylin":
+            return haematoxylin(plane[..., :3])
         return (plane[..., :3].astype(np.float32) @ _LUMA).astype(np.float32)
     if plane.ndim != 2:
         raise InputError(f"expected a 2D plane, got shape {plane.shape}")
     return plane.astype(np.float32, copy=False)
+
+
+def haematoxylin(rgb: np.ndarray) -> np.ndarray:
+    """Haematoxylin optical density of an RGB image (Ruifrok and Johnston's deconvolution,
+    ``skimage.color.rgb2hed``): high where nuclei are, near zero on background and eosin, whatever
+    the stain's shade. Integers are scaled by their type's range; floats by a fixed full scale
+    (1, 255 or 65535, the smallest their maximum fits), so blocks of one image agree."""
+    from skimage.color import rgb2hed
+
+    if rgb.dtype.kind in "ui":
+        full = float(np.iinfo(rgb.dtype).max)
+    else:
+        top = float(np.nanmax(rgb)) if rgb.size else 1.0
+        full = next((f for f in (1.0, 255.0, 65535.0) if top <= f), top)
+    scaled = np.nan_to_num(rgb.astype(np.float32) / full, nan=0.0)
+    return rgb2hed(np.clip(scaled, 0.0, 1.0))[..., 0].astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -99,7 +123,7 @@ def normalize_plane(
     plane: np.ndarray, rgb: bool = False, norm: Normalization = Normalization()
 ) -> np.ndarray:
     """Percentile-normalise one plane to float32 (H, W), foreground bright."""
-    grey = to_grey(plane, rgb)
+    grey = to_grey(plane, rgb, norm.colour)
     if min(grey.shape) < 1:
         raise InputError(f"image is empty: shape {grey.shape}")
     return intensity_map(grey, norm).apply(grey)

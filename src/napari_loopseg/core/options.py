@@ -30,6 +30,16 @@ class TrainConfig:
     intensity_jitter: float = 0.2
     noise: float = 0.03
     elastic: float = 0.0
+    #: Robustness to other labs' images (the bundled model's recipe; 0 = off). ``gamma``: log-range
+    #: of a random gamma; ``blur``: largest Gaussian sigma (pixels), on a third of crops;
+    #: ``saturation``: share of crops clipped below their brightest level (saturated nuclei);
+    #: ``object_dimming``: darkest factor each object's contrast is scaled by, drawn per object
+    #: (dim nuclei beside bright ones); ``object_crops``: share of crops centred on an object.
+    gamma: float = 0.0
+    blur: float = 0.0
+    saturation: float = 0.0
+    object_dimming: float = 1.0
+    object_crops: float = 0.0
     freeze_norm: bool = False
     validate_every: int = 0
     seed: int = 0

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import deque
 from pathlib import Path
 
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 from .active_model import ActiveModel
 from .layer_identity import same_layer
@@ -24,6 +25,8 @@ from .segment_jobs import Job, JobEvent, StoredResult, run_jobs
 
 #: Seconds between progress updates on screen.
 SHOW_INTERVAL_S = 0.25
+#: Milliseconds between putting two results into layers, so the canvas redraws in between.
+PUT_SPACING_MS = 50
 
 
 class SegmentRunner(QObject):
@@ -44,6 +47,8 @@ class SegmentRunner(QObject):
         self._model = ""
         self._problems: list[str] = []
         self._last_shown = 0.0
+        self._results: deque[tuple[int, object]] = deque()  # finished, not yet in a layer
+        self._worker_finished = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     @property
@@ -55,7 +60,7 @@ class SegmentRunner(QObject):
         if self.busy or not jobs:
             return
         self._jobs, self._skipped, self._stores, self._problems = jobs, set(), [], []
-        self._model = model_name
+        self._model, self._worker_finished = model_name, False
         self.worker = create_worker(run_jobs, jobs, model_name, options, self._skipped, _start_thread=False)
         self.worker.yielded.connect(self._on_yielded)
         self.worker.errored.connect(self._on_error)
@@ -99,13 +104,33 @@ class SegmentRunner(QObject):
             self._problems.append(f"'{name}' failed")
             show_error(f"LoopSeg cannot segment '{name}': {value}")
             self.status.emit(f"{name}: {value}")
-        elif kind == "skipped" or job.layer not in self.viewer.layers:
-            # a finished store is deleted at the end
-            self._problems.append(f"'{name}' stopped (layer removed)")
-            show_info(f"LoopSeg: '{name}' was removed, so its segmentation was stopped")
+        elif kind == "skipped":
+            self._removed(name)
         else:
+            self._results.append((index, value))
+            if len(self._results) == 1:
+                QTimer.singleShot(0, self._put_next)
+
+    def _put_next(self) -> None:
+        """Put one finished result into its layer per event-loop turn: a new Labels layer is
+        napari's slowest GUI step (benchmarks/results/gui-*.json), and several results arriving
+        together would otherwise freeze the canvas for all of them at once."""
+        index, value = self._results[0]
+        job = self._jobs[index]
+        if job.layer in self.viewer.layers:
             self.progress.emit((index + 1) / len(self._jobs))
             self.status.emit(self._put(job, value))
+        else:
+            self._removed(job.layer.name)  # a finished store is deleted at the end
+        self._results.popleft()
+        if self._results:
+            QTimer.singleShot(PUT_SPACING_MS, self._put_next)
+        elif self._worker_finished:
+            self._finish()
+
+    def _removed(self, name: str) -> None:
+        self._problems.append(f"'{name}' stopped (layer removed)")
+        show_info(f"LoopSeg: '{name}' was removed, so its segmentation was stopped")
 
     def _put(self, job: Job, value) -> str:
         """Put one result into its layer; return the status line."""
@@ -134,6 +159,12 @@ class SegmentRunner(QObject):
         self._problems.append(f"failed: {err}")
 
     def _on_finished(self) -> None:
+        self._worker_finished = True
+        if not self._results:
+            self._finish()
+
+    def _finish(self) -> None:
+        """After the worker has stopped and every result it gave is in a layer."""
         aborted = self.worker is not None and self.worker.abort_requested
         stores = list(self._stores)
         self.worker = None
