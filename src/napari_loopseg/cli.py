@@ -205,7 +205,7 @@ def _segment_zarr(args: argparse.Namespace, paths: list[Path], model) -> int:
 
                 gen = segment_large_iter(
                     image,
-                    model=str(model.path or model.name),
+                    model=model,
                     block_size=args.block_size,
                     scheduler=scheduler,
                     out=labels,

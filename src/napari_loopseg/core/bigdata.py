@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from .instances import DecodeParams, decode
-from .normalize import IntensityMap, Normalization, intensity_map, to_grey
+from .instances import decode
+from .normalize import IntensityMap, intensity_map, to_grey
 from .options import DEFAULT_BLOCK, DEFAULT_MODEL
 from .progress import drive, relay
-from .registry import load_model_once
+from .registry import Model, load_model, load_model_once
 from .segment import SegmentProgress
 from .tiling import round_up
 
@@ -64,17 +64,19 @@ def _local(slices: tuple[slice, ...], within: tuple[slice, ...]) -> tuple[slice,
 
 
 def segment_block(
-    region: np.ndarray, block: Block, model_name: str, stats: IntensityMap, rgb: bool, options: dict
+    region: np.ndarray, block: Block, model: Model | str, stats: IntensityMap, rgb: bool, options: dict
 ) -> np.ndarray:
-    """Labels (int32, ids from 1) over ``block.link`` from the image over ``block.read``."""
+    """Labels (int32, ids from 1) over ``block.link`` from the image over ``block.read``.
+
+    ``model`` is the loaded model, or (for tasks on other processes) its file, loaded once there."""
     from .predict import Predictor
 
-    model = load_model_once(model_name)
+    if isinstance(model, str):
+        model = load_model_once(model)
     plane = stats.apply(to_grey(region, rgb, model.normalization.colour))
     predictor = Predictor(model.net, **options)
     maps = predictor.predict(plane)[(slice(None), *_local(block.link, block.read))]
-    params = DecodeParams.from_dict(model.card.get("decode", {}))
-    return decode(maps, params).astype(np.int32)
+    return decode(maps, model.decode_params).astype(np.int32)
 
 
 class _UnionFind:
@@ -154,7 +156,7 @@ def _ring(block: Block, link: int) -> list[tuple[slice, ...]]:
 
 
 def run_block(
-    source, block: Block, model_name: str, stats, rgb: bool, options: dict, link: int, out
+    source, block: Block, model: Model | str, stats, rgb: bool, options: dict, link: int, out
 ) -> BlockResult:
     """Stage 1 on a worker: segment, keep the ring, write local ids to ``out`` if it is on disk.
 
@@ -165,7 +167,7 @@ def run_block(
     read_shape = tuple(s.stop - s.start for s in block.read)
     computed = isinstance(source, np.ndarray) and source.shape[:2] == read_shape
     region = source if computed else source[block.read]
-    labels = segment_block(np.asarray(region), block, model_name, stats, rgb, options)
+    labels = segment_block(np.asarray(region), block, model, stats, rgb, options)
     ring = [(r, labels[_local(r, block.link)].copy()) for r in _ring(block, link)]
     core = labels[_local(block.core, block.link)]
     in_core = np.flatnonzero(np.bincount(core.ravel(), minlength=1))
@@ -266,7 +268,7 @@ def _reported(tasks: list, scheduler, base: float, span: float, what: str):
 
 def segment_large_iter(
     image,
-    model: str = DEFAULT_MODEL,
+    model: Model | str = DEFAULT_MODEL,
     block_size: int = DEFAULT_BLOCK,
     link: int = DEFAULT_LINK,
     rgb: bool = False,
@@ -280,19 +282,21 @@ def segment_large_iter(
     so memory is bounded by block size and worker count, not image size; ``out`` is returned,
     with the object count in ``out.attrs["max_label"]``.
     ``scheduler`` is anything ``dask.compute`` accepts ("threads", "sync") or a
-    ``dask.distributed.Client``. ``options`` go to the Predictor (device, tile_size, ...).
+    ``dask.distributed.Client``. ``model``: a loaded model (or a name or file, loaded here); tasks
+    in this process share it, tasks on a cluster get its file and load it once per worker.
+    ``options`` go to the Predictor (device, tile_size, ...).
     """
     import dask
     import dask.array as da
 
-    from .registry import load_model
     from .unet import receptive_radius
 
-    loaded = load_model(model)
-    name = str(loaded.path) if loaded.path is not None else model
+    loaded = load_model(model) if isinstance(model, str) else model
+    on_cluster = scheduler is not None and not isinstance(scheduler, str)
+    shipped: Model | str = str(loaded.path) if on_cluster and loaded.path is not None else loaded
     halo = round_up(receptive_radius(loaded.net.config), loaded.net.multiple)
     shape = (int(image.shape[0]), int(image.shape[1]))
-    norm = Normalization.from_dict(loaded.card.get("normalization", {}))
+    norm = loaded.normalization
     yield SegmentProgress(0.0, "reading intensity statistics")
     stats = intensity_map(to_grey(_strided(image, rgb), rgb, norm.colour), norm)
     blocks = plan_blocks(shape, round_up(block_size, loaded.net.multiple), link, halo)
@@ -301,9 +305,9 @@ def segment_large_iter(
     # a dask image as an argument would be computed whole for every task: pass each task its
     # region instead (dask computes only the chunks it touches); zarr arrays are read in the task
     lazy = isinstance(image, da.Array)
+    task = dask.delayed(run_block)
     stage1 = [
-        dask.delayed(run_block)(image[b.read] if lazy else image, b, name, stats, rgb, options, link, target)
-        for b in blocks
+        task(image[b.read] if lazy else image, b, shipped, stats, rgb, options, link, target) for b in blocks
     ]
     results = yield from _reported(stage1, scheduler, 0.0, 0.9, "block")
     yield SegmentProgress(0.9, "linking objects across blocks")
@@ -320,7 +324,7 @@ def segment_large_iter(
     return out
 
 
-def segment_large(image, model: str = DEFAULT_MODEL, **kwargs):
+def segment_large(image, model: Model | str = DEFAULT_MODEL, **kwargs):
     """:func:`segment_large_iter` run to completion (for scripts and the API)."""
     return drive(segment_large_iter(image, model, **kwargs))
 

@@ -153,9 +153,7 @@ def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[Job
         out = create_labels(store, shape, BLOCK_SIZE, meta)
         yield JobEvent("store", index, store)  # napari never closes a cancelled worker: the GUI cleans up
     kwargs = {k: v for k, v in options.items() if k in ("device", "tile_size", "precision")}
-    gen = segment_large_iter(
-        job.data, str(model.path or model.name), block_size=BLOCK_SIZE, rgb=job.layout.rgb, out=out, **kwargs
-    )
+    gen = segment_large_iter(job.data, model, block_size=BLOCK_SIZE, rgb=job.layout.rgb, out=out, **kwargs)
     try:
         labels = yield from _tagged(gen, index)
         if store is None:
