@@ -32,10 +32,11 @@ import torch
 from napari_loopseg.core.datasets import DEFAULT_GROUPS, Entry, Groups, evaluation_sets, rescaled
 from napari_loopseg.core.metrics import scorecard, scorecard_table, weak_spots
 from napari_loopseg.core.normalize import Layout
+from napari_loopseg.core.options import SegmentOptions
 from napari_loopseg.core.predict import autocast_dtype, precision_name, resolve_device
 from napari_loopseg.core.progress import drive
 from napari_loopseg.core.registry import Model, load_model
-from napari_loopseg.core.segment import SegmentOptions, segment_iter
+from napari_loopseg.core.segment import segment_iter
 
 
 def segment_entries(

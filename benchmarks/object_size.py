@@ -23,9 +23,10 @@ import torch
 from napari_loopseg.core.datasets import read_folder, rescaled
 from napari_loopseg.core.metrics import Counts
 from napari_loopseg.core.normalize import Layout
+from napari_loopseg.core.options import SegmentOptions
 from napari_loopseg.core.progress import drive
 from napari_loopseg.core.registry import load_model
-from napari_loopseg.core.segment import SegmentOptions, segment_iter
+from napari_loopseg.core.segment import segment_iter
 from napari_loopseg.core.sizing import object_diameters
 
 MODES = ("as is", "given size", "auto")

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from .core.cpu_features import PRECISIONS
-from .core.options import DEFAULT_BLOCK, DEFAULT_MODEL, DEVICES, MAX_STEPS, MIN_STEPS
-from .core.tiling import DEFAULT_TILE
+from .core.options import DEFAULT_BLOCK, DEFAULT_MODEL, DEFAULT_TILE, DEVICES, MAX_STEPS, MIN_STEPS
 from .progress_log import LineLog
 
 EXIT_FAILED = 1

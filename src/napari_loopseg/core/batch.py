@@ -54,8 +54,9 @@ def segment_file_iter(
     """
     from .errors import LoopSegError
     from .imageio import guess_layout, read_image, write_labels
+    from .options import SegmentOptions
     from .registry import load_model_once
-    from .segment import SegmentOptions, segment_iter
+    from .segment import segment_iter
 
     options = dict(settings)
     channel_axis, channel = options.pop("channel_axis", None), options.pop("channel", 0)

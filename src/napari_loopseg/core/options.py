@@ -4,7 +4,13 @@ on napari's GUI thread at start-up): one place for every default, so none is wri
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .normalize import Layout
+
+if TYPE_CHECKING:
+    from .instances import DecodeParams
 
 #: The bundled model, used wherever no other is chosen.
 DEFAULT_MODEL = "nuclei"
@@ -14,6 +20,26 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 #: Side of the blocks large images are segmented in (dask chunks, zarr chunks of the output).
 DEFAULT_BLOCK = 2048
+
+#: Largest tile side: just below the tile size where the network's throughput per pixel drops (a
+#: cache cliff, measured in benchmarks/README.md); the plan evens tiles out below this bound.
+DEFAULT_TILE = 1008
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to run the model; which model is a separate argument."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    tile_size: int = DEFAULT_TILE
+    overlap: int | None = None
+    batch_size: int | None = None
+    layout: Layout = field(default_factory=Layout)
+    decode: DecodeParams | None = None
+    #: Typical object diameter in pixels (the image is rescaled to the model's training size),
+    #: "auto" to estimate it from a first pass, or None to use the image as it is.
+    object_size: float | str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ import torch
 
 from . import cpu_features
 from .errors import DeviceError
+from .options import DEFAULT_TILE
 from .progress import drive
-from .tiling import DEFAULT_TILE, TilePlan, round_up
+from .tiling import TilePlan, round_up
 from .unet import UNet, fused_for_inference, in_memory_format, receptive_radius
 
 log = logging.getLogger(__name__)

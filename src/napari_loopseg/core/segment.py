@@ -8,13 +8,13 @@ so a napari worker and a plain loop drive the very same code.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .instances import DecodeParams, decode
+from .instances import decode
 from .normalize import InputError, Layout, check_image, iter_planes, normalize_plane
-from .options import DEFAULT_MODEL
+from .options import DEFAULT_MODEL, SegmentOptions
 from .predict import Predictor
 from .progress import drive, relay
 from .registry import Model, load_model
@@ -27,7 +27,6 @@ from .sizing import (
     resize_plane,
     scaled_params,
 )
-from .tiling import DEFAULT_TILE
 
 
 @dataclass(frozen=True)
@@ -36,22 +35,6 @@ class SegmentProgress:
 
     fraction: float
     stage: str
-
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    """How to run the model; which model is a separate argument."""
-
-    device: str = "auto"
-    precision: str = "auto"
-    tile_size: int = DEFAULT_TILE
-    overlap: int | None = None
-    batch_size: int | None = None
-    layout: Layout = field(default_factory=Layout)
-    decode: DecodeParams | None = None
-    #: Typical object diameter in pixels (the image is rescaled to the model's training size),
-    #: "auto" to estimate it from a first pass, or None to use the image as it is.
-    object_size: float | str | None = None
 
 
 def output_dtype(max_objects: int) -> np.dtype:

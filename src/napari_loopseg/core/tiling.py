@@ -24,10 +24,6 @@ if TYPE_CHECKING:
     # numpy for tests and small outputs, torch where the output stays on the device
     _Planes = TypeVar("_Planes", np.ndarray, torch.Tensor)
 
-#: Largest tile side: just below the tile size where the network's throughput per pixel drops (a
-#: cache cliff, measured in benchmarks/README.md); the plan evens tiles out below this bound.
-DEFAULT_TILE = 1008
-
 
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple

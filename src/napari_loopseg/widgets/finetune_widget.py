@@ -32,7 +32,7 @@ from superqt import QCollapsible
 
 from ..core.cpu_features import PRECISIONS
 from ..core.errors import InputError, LoopSegError
-from ..core.options import DEVICES, FINETUNE_DEFAULTS, MAX_STEPS, MIN_STEPS
+from ..core.options import DEVICES, FINETUNE_DEFAULTS, MAX_STEPS, MIN_STEPS, SegmentOptions
 from ..core.registry import check_writable
 from ..progress_log import duration
 from .active_model import active_model
@@ -267,5 +267,6 @@ class FinetuneWidget(QWidget):
                 if window is not None:
                     jobs.append(replace(job, window=window, by_blocks=False))
             jobs.append(job)
-        self.runner.run(jobs, self.active.name, {})
+        options = SegmentOptions(device=self.device.currentText(), precision=self.precision.currentText())
+        self.runner.run(jobs, self.active.name, options)
         self._update_buttons()

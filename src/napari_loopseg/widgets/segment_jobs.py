@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Container, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -24,7 +24,7 @@ from napari.viewer import Viewer
 
 from ..core.errors import InputError
 from ..core.normalize import Layout, check_image
-from ..core.options import DEFAULT_BLOCK
+from ..core.options import DEFAULT_BLOCK, SegmentOptions
 from ..core.progress import relay
 
 #: Planes larger than this are re-segmented in the visible field of view first.
@@ -137,7 +137,9 @@ def results_dir() -> Path:
     return Path(user_cache_dir("napari-loopseg")) / "results"
 
 
-def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[JobEvent, None, object]:
+def _segment_blocks(
+    job: Job, index: int, model, options: SegmentOptions
+) -> Generator[JobEvent, None, object]:
     """Block-wise segmentation of a large plane; to a zarr store when the result is too large."""
     from ..core.bigdata import segment_large_iter
     from ..core.segment import SegmentProgress
@@ -152,8 +154,16 @@ def _segment_blocks(job: Job, index: int, model, options: dict) -> Generator[Job
         meta = ome_meta(tuple(job.layer.scale[-2:]), tuple(job.layer.translate[-2:]))
         out = create_labels(store, shape, BLOCK_SIZE, meta)
         yield JobEvent("store", index, store)  # napari never closes a cancelled worker: the GUI cleans up
-    kwargs = {k: v for k, v in options.items() if k in ("device", "tile_size", "precision")}
-    gen = segment_large_iter(job.data, model, block_size=BLOCK_SIZE, rgb=job.layout.rgb, out=out, **kwargs)
+    gen = segment_large_iter(
+        job.data,
+        model,
+        block_size=BLOCK_SIZE,
+        rgb=job.layout.rgb,
+        out=out,
+        device=options.device,
+        tile_size=options.tile_size,
+        precision=options.precision,
+    )
     try:
         labels = yield from _tagged(gen, index)
         if store is None:
@@ -196,7 +206,7 @@ SKIPPED = object()
 
 
 def run_jobs(
-    jobs: list[Job], model_name: str, options: dict, skipped: Container[int] = frozenset()
+    jobs: list[Job], model_name: str, options: SegmentOptions, skipped: Container[int] = frozenset()
 ) -> Generator[JobEvent, None, None]:
     """Worker body: yields a :class:`JobEvent` for each thing the GUI should know.
 
@@ -204,7 +214,7 @@ def run_jobs(
     """
     from ..core.errors import LoopSegError
     from ..core.registry import load_model
-    from ..core.segment import SegmentOptions, segment_iter
+    from ..core.segment import segment_iter
 
     try:
         model = load_model(model_name)
@@ -219,7 +229,7 @@ def run_jobs(
                 gen = _segment_blocks(job, index, model, options)
             else:
                 data = job.data if job.window is None else job.data[job.window]  # a window: of one 2D plane
-                gen = _tagged(segment_iter(data, model, SegmentOptions(layout=job.layout, **options)), index)
+                gen = _tagged(segment_iter(data, model, replace(options, layout=job.layout)), index)
             labels = yield from _unless_skipped(gen, index, skipped)
         except (LoopSegError, OSError) as err:
             yield JobEvent("failed", index, str(err))

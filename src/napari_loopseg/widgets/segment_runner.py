@@ -18,6 +18,7 @@ from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
 from qtpy.QtCore import QObject, QTimer, Signal
 
+from ..core.options import SegmentOptions
 from .active_model import ActiveModel
 from .layer_identity import same_layer
 from .layer_results import put_result, put_stored_result
@@ -55,7 +56,7 @@ class SegmentRunner(QObject):
     def busy(self) -> bool:
         return self.worker is not None
 
-    def run(self, jobs: list[Job], model_name: str, options: dict) -> None:
+    def run(self, jobs: list[Job], model_name: str, options: SegmentOptions) -> None:
         """Start segmenting ``jobs`` with ``model_name`` (ignored while a run is under way)."""
         if self.busy or not jobs:
             return

@@ -28,8 +28,7 @@ from superqt import QCollapsible
 
 from ..core.cpu_features import PRECISIONS
 from ..core.normalize import InputError
-from ..core.options import DEVICES
-from ..core.tiling import DEFAULT_TILE
+from ..core.options import DEFAULT_TILE, DEVICES, SegmentOptions
 from .active_model import active_model
 from .layer_identity import same_layer
 from .layer_results import is_overlay
@@ -181,12 +180,12 @@ class SegmentWidget(QWidget):
             show_error(f"LoopSeg: {err}")
             self.status.setText(str(err)[0].upper() + str(err)[1:])
             return
-        options = {
-            "device": self.device.currentText(),
-            "precision": self.precision.currentText(),
-            "tile_size": self.tile_size.value(),
-            "object_size": self.object_size_option(),
-        }
+        options = SegmentOptions(
+            device=self.device.currentText(),
+            precision=self.precision.currentText(),
+            tile_size=self.tile_size.value(),
+            object_size=self.object_size_option(),
+        )
         self.segment_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.runner.run(jobs, self.models.model_name, options)
