@@ -243,6 +243,21 @@ def _evaluate(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     preds = {p.stem: p for p in sorted(args.pred_dir.glob("*.tif*"))}
     truths = {p.stem: p for p in sorted(args.gt_dir.glob("*.tif*"))}
+    if args.ids is not None:
+        try:
+            lines = args.ids.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            _error(f"--ids {args.ids}: cannot read it ({err})")
+            return EXIT_USAGE
+        wanted = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+        unknown = sorted(wanted - truths.keys())
+        if unknown:
+            _error(
+                f"--ids {args.ids}: {len(unknown)} name(s) have no ground truth in {args.gt_dir}, "
+                f"e.g. {unknown[0]}"
+            )
+            return EXIT_USAGE
+        truths = {k: v for k, v in truths.items() if k in wanted}
     common = sorted(preds.keys() & truths.keys())
     if not common:
         _error(f"no file names in common between {args.pred_dir} and {args.gt_dir}")
@@ -431,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("pred_dir", type=Path, metavar="PRED_DIR")
     ev.add_argument("gt_dir", type=Path, metavar="GT_DIR")
     ev.add_argument("--allow-missing", action="store_true", help="score only images present in both")
+    ev.add_argument(
+        "--ids",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="score only these images: a text file of file names without extension, one per line",
+    )
     ev.set_defaults(func=_evaluate)
 
     ft = sub.add_parser("finetune", help="fine-tune a model on corrected labels; registers a new version")

@@ -89,6 +89,22 @@ def test_evaluate_reports_missing_predictions(images, tmp_path, capsys):
     assert "no prediction" in capsys.readouterr().err
 
 
+def test_evaluate_scores_only_the_listed_images(images, tmp_path, capsys):
+    """``--ids``: a subset of the ground truth (held-out groups) is scored, and only it must have
+    predictions; a listed name without ground truth is refused."""
+    _, truth = images
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(truth / "lzw.tif", partial / "lzw.tif")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# held out\nlzw\n")
+    assert main(["evaluate", str(partial), str(truth), "--ids", str(ids)]) == 0
+    assert "images: 1 " in capsys.readouterr().out
+    ids.write_text("lzw\nnot-there\n")
+    assert main(["evaluate", str(partial), str(truth), "--ids", str(ids)]) == 2
+    assert "not-there" in capsys.readouterr().err
+
+
 def test_unknown_model_and_bad_options(images, tmp_path, capsys):
     folder, _ = images
     out = tmp_path / "out"
