@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 
 from .core.cpu_features import PRECISIONS
-from .core.options import DEFAULT_BLOCK, DEFAULT_MODEL, DEFAULT_TILE, DEVICES, MAX_STEPS, MIN_STEPS
+from .core.options import (
+    DEFAULT_BLOCK,
+    DEFAULT_MODEL,
+    DEFAULT_TILE,
+    DEVICES,
+    MAX_STEPS,
+    MIN_STEPS,
+    SegmentOptions,
+)
 from .progress_log import LineLog
 
 EXIT_FAILED = 1
@@ -411,8 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="halo around each tile (default: the network's receptive field, exact)",
     )
-    seg.add_argument("--device", default="auto", choices=DEVICES)
-    seg.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    seg.add_argument("--device", default=SegmentOptions.device, choices=DEVICES)
+    seg.add_argument("--precision", default=SegmentOptions.precision, choices=PRECISIONS, help=PRECISION_HELP)
     seg.add_argument(
         "--object-size",
         type=_object_size,
@@ -493,10 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     be.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], metavar="N", help="image sides")
     be.add_argument("--model", default=DEFAULT_MODEL)
-    be.add_argument("--device", default="auto", choices=DEVICES)
+    be.add_argument("--device", default=SegmentOptions.device, choices=DEVICES)
     be.add_argument(
         "--precision",
-        default="auto",
+        default=SegmentOptions.precision,
         choices=[*PRECISIONS, "both"],
         help="auto (default) as segment picks it; both: fp32 and, where auto picks one (a GPU, "
         "a CPU with native bf16), that mixed precision side by side",
