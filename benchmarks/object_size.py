@@ -40,19 +40,22 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     model = load_model(args.model)
     rows = read_folder(args.data, args.split)
-    counts = {(s, m): Counts() for s in args.scales for m in MODES}
-    seconds = {(s, m): 0.0 for s in args.scales for m in MODES}
+    counts = {(s, m): Counts() for s in args.scales for m in args.modes}
+    seconds = {(s, m): 0.0 for s in args.scales for m in args.modes}
     for n, row in enumerate(rows):
         image, truth = row.read()
         for scale in args.scales:
             img, lab = rescaled(image, truth, scale)
             given = float(np.median(object_diameters(lab)))
             for mode, size in zip(MODES, (None, given, "auto"), strict=True):
+                if mode not in args.modes:
+                    continue
                 options = SegmentOptions(layout=Layout(rgb=img.ndim == 3), object_size=size)
                 started = time.perf_counter()
                 labels = drive(segment_iter(img, model, options))
@@ -68,7 +71,7 @@ def main() -> None:
             "seconds": round(seconds[s, m], 1),
         }
         for s in args.scales
-        for m in MODES
+        for m in args.modes
     ]
     result = {
         "benchmark": "object_size",

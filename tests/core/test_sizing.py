@@ -5,8 +5,9 @@ import pytest
 
 from napari_loopseg.core.metrics import Counts
 from napari_loopseg.core.normalize import InputError
+from napari_loopseg.core.progress import drive
 from napari_loopseg.core.segment import segment
-from napari_loopseg.core.sizing import Diameters, object_diameters, refined_factor
+from napari_loopseg.core.sizing import Diameters, object_diameters, probed_factor, refined_factor
 from napari_loopseg.core.synthetic import make_nuclei
 
 
@@ -35,6 +36,60 @@ def test_refined_factor_moves_only_beyond_the_tolerance():
     assert refined_factor(_discs(3), reference, 1.0) == pytest.approx(20 / 6, rel=0.1)  # 6 px
     assert refined_factor(_discs(40), reference, 0.26) is None  # already there
     assert refined_factor(_discs(40, n=3), reference, 1.0) is None  # too few objects to tell
+
+
+def test_probed_factor_only_ever_shrinks():
+    reference = Diameters(median=20, low=10, high=40)
+    assert probed_factor(_discs(30), reference) == pytest.approx(20 / 60, rel=0.02)  # 60 px: shrink
+    assert probed_factor(_discs(11), reference) is None  # 22 px: the original size decides
+    assert probed_factor(_discs(4), reference) is None  # small: only a pass at full size can tell
+    assert probed_factor(_discs(30, n=3), reference) is None  # too few objects survived
+
+
+def test_estimate_starts_shrunk_so_large_nuclei_are_not_taken_for_fragments(monkeypatch):
+    """The first estimating pass runs on the plane shrunk by half; what it finds sets the factor of
+    the next pass. Here every pass "finds" 60 px nuclei: shrink to 20 / 60, then stop refining."""
+    from napari_loopseg.core import segment as segment_module
+
+    factors = []
+
+    def fake_pass(predictor, plane, params, factor, base, n_planes):
+        factors.append(factor)
+        yield from ()
+        return _discs(30)
+
+    monkeypatch.setattr(segment_module, "_segment_plane", fake_pass)
+
+    class Model:
+        diameters = Diameters(median=20, low=10, high=40)
+
+    gen = segment_module._estimate(None, np.zeros((512, 512), np.float32), None, Model(), 0.0, 1, "")
+    factor, _ = drive(gen)
+    assert factors[0] == 0.5 and factors[1] == pytest.approx(20 / 60, rel=0.02)
+    assert len(factors) == 2 and factor == factors[1]
+
+
+def test_estimate_falls_back_to_full_size_when_shrunk_nuclei_vanish(monkeypatch):
+    """Crowded small nuclei can merge into large blobs in the shrunk pass; if shrinking further
+    then finds nothing, the pass at the original size decides as without the probe."""
+    from napari_loopseg.core import segment as segment_module
+
+    factors = []
+
+    def fake_pass(predictor, plane, params, factor, base, n_planes):
+        factors.append(factor)
+        yield from ()
+        return {0.5: _discs(30), 1.0: _discs(11)}.get(factor, np.zeros((64, 64), np.uint16))
+
+    monkeypatch.setattr(segment_module, "_segment_plane", fake_pass)
+
+    class Model:
+        diameters = Diameters(median=20, low=10, high=40)
+
+    factor, _ = drive(
+        segment_module._estimate(None, np.zeros((512, 512), np.float32), None, Model(), 0.0, 1, "")
+    )
+    assert factors == [0.5, pytest.approx(20 / 60, rel=0.02), 1.0] and factor == 1.0
 
 
 def _ap50(truth: np.ndarray, labels: np.ndarray) -> float:

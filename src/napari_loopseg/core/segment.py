@@ -20,8 +20,13 @@ from .progress import drive, relay
 from .registry import Model, load_model
 from .sizing import (
     MAX_PASSES,
+    MIN_OBJECTS_TO_ESTIMATE,
+    MIN_PROBE_SIDE,
+    PROBE_FACTOR,
     Diameters,
     factor_for,
+    object_diameters,
+    probed_factor,
     refined_factor,
     resize_maps,
     resize_plane,
@@ -99,10 +104,22 @@ def _segment_plane(
 
 
 def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int, name: str):
-    """(factor, labels at it): a pass at the original size, then up to two refinements."""
-    reference, factor = _diameters(model), 1.0
+    """(factor, labels at it): a pass on the plane shrunk by half finds nuclei too large for the
+    network (at their own size they fragment, and fragments look like nuclei of the right size);
+    otherwise a pass at the original size; then up to two refinements."""
+    reference, factor, labels = _diameters(model), 1.0, None
     yield SegmentProgress(base, f"{name}estimating object size")
-    labels = yield from _segment_plane(predictor, plane, params, factor, base, n_planes)
+    if min(plane.shape) * PROBE_FACTOR >= MIN_PROBE_SIDE:
+        probe = yield from _segment_plane(predictor, plane, params, PROBE_FACTOR, base, n_planes)
+        shrink = probed_factor(probe, reference)
+        if shrink is not None:
+            labels = yield from _segment_plane(predictor, plane, params, shrink, base, n_planes)
+            if object_diameters(labels).size >= MIN_OBJECTS_TO_ESTIMATE:
+                factor = shrink
+            else:  # the nuclei vanished: they were not large after all
+                labels = None
+    if labels is None or factor == 1.0:
+        labels = yield from _segment_plane(predictor, plane, params, 1.0, base, n_planes)
     for _ in range(MAX_PASSES - 1):
         refined = refined_factor(labels, reference, factor)
         if refined is None:

@@ -24,6 +24,12 @@ TOLERANCE = 1.25
 MAX_PASSES = 3
 #: Rescaling factors are kept to this range (beyond it, the image carries too little detail).
 FACTOR_RANGE = (0.125, 8.0)
+#: Estimating starts with a pass on the plane shrunk by this factor: nuclei too large for the
+#: network come out whole there, where at their own size they fragment into pieces that look like
+#: nuclei of the right size (benchmarks/results/object-size-*.md); it costs a quarter of a pass.
+PROBE_FACTOR = 0.5
+#: Planes whose shorter side would shrink below this many pixels skip that first pass.
+MIN_PROBE_SIDE = 64
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,18 @@ def refined_factor(labels: np.ndarray, reference: Diameters, factor: float) -> f
         return None
     proposed = factor_for(float(np.median(diameters)), reference)
     return None if abs(np.log(proposed / factor)) <= np.log(TOLERANCE) else proposed
+
+
+def probed_factor(labels: np.ndarray, reference: Diameters) -> float | None:
+    """The factor to segment at, from ``labels`` of the shrunk first pass (in the original pixels),
+    only when it calls for shrinking further than :data:`TOLERANCE` (nuclei too large for the
+    network); otherwise None, and a pass at the original size decides (the shrunk pass loses
+    small nuclei and merges crowded ones, so it cannot tell how far to enlarge)."""
+    diameters = object_diameters(labels)
+    if diameters.size < MIN_OBJECTS_TO_ESTIMATE:
+        return None
+    proposed = factor_for(float(np.median(diameters)), reference)
+    return proposed if proposed < 1 / TOLERANCE else None
 
 
 def resize_plane(plane: np.ndarray, factor: float) -> np.ndarray:
