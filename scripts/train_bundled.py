@@ -144,19 +144,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--validate-every", type=int, default=500)
-    augment = parser.add_argument_group("robustness to other labs' images (0 or 1: off)")
-    augment.add_argument("--scale", type=float, nargs=2, default=(0.5, 3.0), help="zoom range")
-    augment.add_argument("--gamma", type=float, default=0.5, help="log-range of a random gamma")
-    augment.add_argument("--blur", type=float, default=1.5, help="largest blur sigma, a third of crops")
-    augment.add_argument("--saturation", type=float, default=0.2, help="share of crops clipped")
-    augment.add_argument(
-        "--object-dimming", type=float, default=0.15, help="darkest per-object contrast factor"
+    augment = parser.add_argument_group(
+        "robustness to other labs' images (defaults: the best recipe measured, "
+        "benchmarks/results/bundled-recipes.md; 0, or 1 for --object-dimming: off)"
     )
-    augment.add_argument("--object-crops", type=float, default=0.5, help="share of crops on an object")
+    augment.add_argument("--scale", type=float, nargs=2, default=(0.75, 1.33), help="zoom range")
+    augment.add_argument("--gamma", type=float, default=0.0, help="log-range of a random gamma")
+    augment.add_argument("--blur", type=float, default=0.0, help="largest blur sigma, a third of crops")
+    augment.add_argument("--saturation", type=float, default=0.0, help="share of crops clipped")
+    augment.add_argument(
+        "--object-dimming", type=float, default=1.0, help="darkest per-object contrast factor"
+    )
+    augment.add_argument("--object-crops", type=float, default=0.0, help="share of crops on an object")
     augment.add_argument(
         "--colour",
         choices=("luminance", "haematoxylin"),
-        default="haematoxylin",
+        default="luminance",
         help="how RGB images become the network's one input plane",
     )
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
