@@ -13,13 +13,13 @@ Writes JSON and a Markdown table beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_files import save
 from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
@@ -92,10 +92,7 @@ def main() -> None:
     table = scorecard_table(scores)
     print(table)
     print("\n".join(result["weak_spots"]))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(table + "\n")
+    save(args.out, result, table)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,13 @@ table beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_files import save
 
 from napari_loopseg.core.datasets import DEFAULT_GROUPS, Entry, Groups, evaluation_sets, rescaled
 from napari_loopseg.core.metrics import scorecard, scorecard_table, weak_spots
@@ -147,10 +147,7 @@ def main() -> None:
     text = "\n".join([table, "", groups_table, "", *(f"- {n}" for n in notes)]) + "\n"
     print(text)
     print("\n".join(result["weak_spots"]))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+    save(args.out, result, text)
 
 
 if __name__ == "__main__":

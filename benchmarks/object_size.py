@@ -12,13 +12,13 @@ diameter (what a user measures with napari's line tool); and with ``object_size=
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from results_files import save
 
 from napari_loopseg.core.datasets import read_folder, rescaled
 from napari_loopseg.core.metrics import Counts
@@ -92,10 +92,7 @@ def main() -> None:
         for r in table
     ]
     print("\n".join(lines))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    save(args.out, result, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ asks how much of the answer the input plane still holds.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
 import numpy as np
+from results_files import save
 from scipy.stats import mannwhitneyu
 
 from napari_loopseg.core.datasets import read_folder
@@ -73,10 +73,7 @@ def main() -> None:
         for c, s in summary.items()
     ]
     print("\n".join(lines))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    save(args.out, result, "\n".join(lines))
 
 
 if __name__ == "__main__":
