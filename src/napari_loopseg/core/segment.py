@@ -118,7 +118,7 @@ def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int
                 factor = shrink
             else:  # the nuclei vanished: they were not large after all
                 labels = None
-    if labels is None or factor == 1.0:
+    if labels is None:
         labels = yield from _segment_plane(predictor, plane, params, 1.0, base, n_planes)
     for _ in range(MAX_PASSES - 1):
         refined = refined_factor(labels, reference, factor)
