@@ -105,14 +105,19 @@ class CropSampler:
         if coords is not None and len(coords):
             cy, cx = coords[self.rng.integers(len(coords))] + self.rng.integers(-size // 4, size // 4 + 1, 2)
             y0, x0 = cy - size // 2, cx - size // 2
-        elif self.config.object_crops and self.rng.uniform() < self.config.object_crops:
-            y0, x0 = self._on_object(index, size)
+        elif (
+            self.config.object_crops
+            and self.rng.uniform() < self.config.object_crops
+            and (centre := self._object_pixel(index)) is not None
+        ):
+            y0, x0 = centre[0] - size // 2, centre[1] - size // 2
         else:
             y0, x0 = self.rng.integers(0, max(1, h - size + 1)), self.rng.integers(0, max(1, w - size + 1))
         return int(np.clip(y0, 0, max(0, h - size))), int(np.clip(x0, 0, max(0, w - size)))
 
-    def _on_object(self, index: int, size: int) -> tuple[int, int]:
-        """A window around a random object pixel (sparse images otherwise give mostly background)."""
+    def _object_pixel(self, index: int) -> tuple[int, int] | None:
+        """A random object pixel (windows around them: sparse images otherwise give mostly
+        background), or None in an image without objects."""
         pixels = self.object_pixels[index]
         if pixels is None:  # found once, then kept: a bounded sample per image
             labels = self.samples[index].labels
@@ -122,11 +127,9 @@ class CropSampler:
             )
             pixels = self.object_pixels[index] = np.stack(np.unravel_index(keep, labels.shape), axis=1)
         if not len(pixels):
-            h, w = self.samples[index].labels.shape
-            y0, x0 = self.rng.integers(0, max(1, h - size + 1)), self.rng.integers(0, max(1, w - size + 1))
-            return int(y0), int(x0)
+            return None
         cy, cx = pixels[self.rng.integers(len(pixels))]
-        return int(cy) - size // 2, int(cx) - size // 2
+        return int(cy), int(cx)
 
     def crop(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cfg = self.config
