@@ -78,8 +78,8 @@ def test_several_layers_at_once(widget, viewer, image, qtbot):
     assert sorted(layer.name for layer in labels_layers(viewer)) == ["a labels", "b labels"]
     from napari_loopseg.core.segment import segment
 
-    for name in ("a", "b"):  # each result is its own image's, not the other's
-        expected = segment(viewer.layers[name].data, model="tiny")
+    for name in ("a", "b"):  # each result is its own image's, not the other's (default: size estimated)
+        expected = segment(viewer.layers[name].data, model="tiny", object_size="auto")
         assert expected.max() >= 5 and np.array_equal(viewer.layers[f"{name} labels"].data, expected)
 
 
@@ -305,13 +305,29 @@ def test_object_size_rescales_and_keeps_the_grid(widget, viewer, image, qtbot):
     assert not widget.object_size.isEnabled() and widget.object_size_option() == "auto"
 
 
-def test_object_size_with_a_block_by_block_layer_is_refused(widget, viewer, qtbot, lazy_setup, notifications):
+def test_object_size_is_estimated_by_default(widget):
     from napari_loopseg.widgets.segment_widget import SIZE_AUTO
 
-    widget.size_mode.setCurrentText(SIZE_AUTO)
+    assert widget.size_mode.currentText() == SIZE_AUTO and widget.object_size_option() == "auto"
+
+
+def test_a_diameter_with_a_block_by_block_layer_is_refused(widget, viewer, qtbot, lazy_setup, notifications):
+    from napari_loopseg.widgets.segment_widget import SIZE_GIVEN
+
+    widget.size_mode.setCurrentText(SIZE_GIVEN)
     click_segment(widget, qtbot)
     assert not labels_layers(viewer)
-    assert any("object size is not supported yet" in message for message in notifications)
+    assert any("a diameter is not supported yet" in message for message in notifications)
+
+
+def test_the_default_estimate_leaves_block_by_block_layers_at_their_scale(
+    widget, viewer, qtbot, lazy_setup, notifications
+):
+    """The estimate is the default, so it must not stop a large image: it is segmented as it is,
+    and the user is told."""
+    click_segment(widget, qtbot)
+    assert len(labels_layers(viewer)) == 1
+    assert any("block by block, at its own scale" in message for message in notifications)
 
 
 def test_large_numpy_layer_also_goes_block_by_block(widget, viewer, qtbot, monkeypatch):
