@@ -30,6 +30,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ from napari_loopseg.core.datasets import (
 )
 from napari_loopseg.core.instances import DecodeParams, decode
 from napari_loopseg.core.metrics import Counts, scorecard, weak_spots
-from napari_loopseg.core.normalize import Normalization, normalize_plane
+from napari_loopseg.core.normalize import Colour, Normalization, normalize_plane
 from napari_loopseg.core.predict import Predictor
 from napari_loopseg.core.registry import bundled_dir, load_path, make_card, save_model
 from napari_loopseg.core.sizing import Diameters
@@ -158,7 +159,7 @@ def parse_args() -> argparse.Namespace:
     augment.add_argument("--object-crops", type=float, default=0.0, help="share of crops on an object")
     augment.add_argument(
         "--colour",
-        choices=("luminance", "haematoxylin"),
+        choices=get_args(Colour),
         default="luminance",
         help="how RGB images become the network's one input plane",
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class Normalization:
         invert, colour = data.get("invert", "auto"), data.get("colour", "luminance")
         if not (0 <= low < high <= 100) or invert not in ("auto", "yes", "no"):
             raise ValueError(f"invalid normalisation {data}")
-        if colour not in ("luminance", "haematoxylin"):
+        if colour not in get_args(Colour):
             raise ValueError(f"invalid normalisation colour {colour!r}")
         return cls(low, high, invert, colour)
 

@@ -58,8 +58,8 @@ class SegmentWidget(QWidget):
         self.planes.setToolTip("For time-lapses and Z stacks: every plane, or the one on screen")
         self.size_mode = QComboBox()
         self.size_mode.addItems([SIZE_AS_IS, SIZE_AUTO, SIZE_GIVEN])
-        # one click segments nuclei of any size: at the training scale the estimate costs about
-        # 0.01 AP@0.5 and 1.6x the time; at 3x it makes 0.52 into 0.80 (benchmarks/results/object-size-*)
+        # one click segments nuclei of any size; what the estimate costs and gains at each scale:
+        # benchmarks/results/object-size-dsb-val*.md
         self.size_mode.setCurrentText(SIZE_AUTO)
         self.size_mode.setToolTip(
             "Nuclei much larger or smaller than the model's training data: give their diameter "
