@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from napari_loopseg.core.instances import DecodeParams, decode, relabel_sequential
+from napari_loopseg.core.instances import DecodeParams, carry_ids, decode, relabel_sequential
 from napari_loopseg.core.metrics import Counts
 from napari_loopseg.core.synthetic import make_nuclei
 from napari_loopseg.core.targets import make_targets, make_weights
@@ -74,3 +75,38 @@ def test_watershed_by_region_equals_one_global_flood():
     counts.add(reference, regions)
     assert reference.max() > 30 and counts.ap(0.9) == 1.0
     assert (reference == regions).mean() > 0.999
+
+
+def test_same_objects_keep_their_ids_and_new_ones_take_free_ids():
+    old = np.zeros((40, 40), np.uint16)
+    old[2:8, 2:8], old[12:18, 2:8], old[22:30, 22:30] = 5, 9, 2
+    new = np.zeros_like(old)
+    new[2:8, 3:9] = 1  # old 5, shifted by a pixel
+    new[22:30, 22:29] = 3  # old 2, a column smaller
+    new[32:38, 32:38] = 2  # not there before
+    out = carry_ids(new, old)
+    assert out.dtype == np.uint16
+    assert (out[2:8, 3:9] == 5).all() and (out[22:30, 22:29] == 2).all()
+    assert (out[32:38, 32:38] == 1).all()  # the smallest id not kept by a matched object
+    assert np.array_equal(out > 0, new > 0)  # same pixels, only ids differ
+
+
+def test_a_split_object_keeps_no_id_and_reserved_ids_are_avoided():
+    old = np.zeros((20, 20), np.uint16)
+    old[2:10, 2:10] = 1
+    new = np.zeros_like(old)
+    new[2:10, 2:6], new[2:10, 6:10] = 1, 2  # halves: neither is more than half of the old one
+    out = carry_ids(new, old, reserved=np.array([1, 2, 4]))
+    assert sorted(np.unique(out[out > 0])) == [3, 5]
+
+
+def test_renumbered_result_is_unchanged():
+    labels = make_nuclei((96, 96), seed=3)[1]
+    order = np.random.default_rng(0).permutation(int(labels.max())) + 1
+    renumbered = np.concatenate([[0], order])[labels]
+    assert np.array_equal(carry_ids(renumbered, labels), labels)
+
+
+def test_ids_carry_only_between_equal_shapes():
+    with pytest.raises(ValueError, match="shape"):
+        carry_ids(np.zeros((4, 4), np.uint16), np.zeros((4, 5), np.uint16))

@@ -57,6 +57,33 @@ def test_second_click_replaces_own_result_undoably(widget, viewer, image, qtbot)
     assert np.array_equal(layer.data, first)
 
 
+def test_a_new_result_keeps_the_ids_of_the_same_objects(widget, viewer, image, qtbot, monkeypatch):
+    """Re-segmenting (after a fine-tune, say) finds mostly the same nuclei: they keep their ids,
+    so only pixels that really changed are written (and kept for undo)."""
+    from napari_loopseg.core import segment as core_segment
+
+    viewer.add_image(image, name="cells")
+    click_segment(widget, qtbot)
+    (layer,) = labels_layers(viewer)
+    first = layer.data.copy()
+    count = int(first.max())
+    reversed_ids = np.where(first > 0, count + 1 - first.astype(np.int64), 0)
+    reversed_ids[:3, :3] = count + 1  # and one object that was not there before
+    assert (first[:3, :3] == 0).all()
+
+    def renumbered(*args, **kwargs):
+        yield from ()
+        return reversed_ids.astype(first.dtype)
+
+    monkeypatch.setattr(core_segment, "segment_iter", renumbered)
+    click_segment(widget, qtbot)
+    assert labels_layers(viewer) == [layer]
+    expected = first.copy()
+    expected[:3, :3] = count + 1  # the smallest id no kept object has
+    assert np.array_equal(layer.data, expected)
+    assert f"{count + 1} objects" in widget.status.text()
+
+
 def test_edited_result_is_never_overwritten(widget, viewer, image, qtbot):
     viewer.add_image(image, name="cells")
     click_segment(widget, qtbot)
@@ -93,7 +120,8 @@ def test_results_go_into_layers_one_event_loop_turn_apart(widget, viewer, image,
 
     def instant_results(jobs, model_name, options, skipped):
         for index, job in enumerate(jobs):
-            yield segment_runner.JobEvent("result", index, (job.data > job.data.mean()).astype(np.uint16))
+            labels = (job.data > job.data.mean()).astype(np.uint16)
+            yield segment_runner.JobEvent("result", index, segment_runner.LabelsResult(labels, 1))
 
     placed, original = [], segment_runner.put_result
     monkeypatch.setattr(segment_runner, "run_jobs", instant_results)

@@ -129,3 +129,39 @@ def decode(maps: np.ndarray, params: DecodeParams = DecodeParams()) -> np.ndarra
     labels = np.where(orphans > 0, orphans + labels.max(), labels)
     labels = _remove_small(labels, params.min_area)
     return relabel_sequential(labels)
+
+
+def carry_ids(new: np.ndarray, old: np.ndarray, reserved: np.ndarray | None = None) -> np.ndarray:
+    """Renumber ``new`` labels so that objects also in ``old`` keep their ``old`` ids.
+
+    Why: a re-segmentation (after a fine-tune, say) mostly finds the same nuclei again. With their
+    ids kept, they keep their colours on screen, and writing the result changes (and napari's
+    undo history stores) only the pixels that really changed, not every object's.
+
+    A new object is the same as an old one when more than half of each lies in the other (so a
+    match is one-to-one). Other new objects take the smallest ids neither matched nor in
+    ``reserved`` (ids in use elsewhere, e.g. outside a re-segmented window). Result: uint16 if its
+    ids fit, else uint32.
+    """
+    new = np.asarray(new)
+    old = np.asarray(old)
+    if new.shape != old.shape:
+        raise ValueError(f"labels of shape {new.shape} cannot keep the ids of labels of shape {old.shape}")
+    top_new, top_old = int(new.max(initial=0)), int(old.max(initial=0))
+    area_new = np.bincount(new.ravel().astype(np.int64, copy=False), minlength=top_new + 1)
+    area_old = np.bincount(old.ravel().astype(np.int64, copy=False), minlength=top_old + 1)
+    both = (new > 0) & (old > 0)
+    pairs, overlap = np.unique(
+        new[both].astype(np.int64) * (top_old + 1) + old[both].astype(np.int64), return_counts=True
+    )
+    new_id, old_id = np.divmod(pairs, top_old + 1)
+    same = (2 * overlap > area_new[new_id]) & (2 * overlap > area_old[old_id])
+    lut = np.zeros(top_new + 1, np.int64)
+    lut[new_id[same]] = old_id[same]
+    unmatched = np.flatnonzero((area_new > 0) & (lut == 0))
+    unmatched = unmatched[unmatched > 0]
+    taken = np.union1d(old_id[same], reserved if reserved is not None else [])
+    candidates = np.arange(1, unmatched.size + taken.size + 1)
+    lut[unmatched] = candidates[~np.isin(candidates, taken)][: unmatched.size]
+    dtype = np.uint16 if lut.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+    return lut.astype(dtype)[new]

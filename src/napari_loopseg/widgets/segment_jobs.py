@@ -26,6 +26,7 @@ from ..core.errors import InputError
 from ..core.normalize import Layout, check_image
 from ..core.options import DEFAULT_BLOCK, SegmentOptions
 from ..core.progress import relay
+from .layer_results import labels_shape, own_result
 
 #: Planes larger than this are re-segmented in the visible field of view first.
 LARGE_PLANE = 2048 * 2048
@@ -47,6 +48,8 @@ class Job:
     plane: tuple[int, ...] | None = None
     window: tuple[slice, slice] | None = None
     by_blocks: bool = False
+    #: LoopSeg's unedited earlier result for the layer (all planes), whose ids the new one keeps
+    previous: np.ndarray | None = None
 
 
 def make_job(viewer: Viewer, layer: Image, current_plane_only: bool) -> Job:
@@ -61,9 +64,13 @@ def make_job(viewer: Viewer, layer: Image, current_plane_only: bool) -> Job:
     small = isinstance(pixels, np.ndarray) and pixels.size <= BLOCKWISE_PLANE
     if small and pixels.dtype.kind == "f" and not np.isfinite(pixels).any():
         raise InputError("the image has no finite pixel values (all NaN or infinite)")
+    earlier = own_result(viewer, layer)
+    previous = earlier.data if earlier is not None and isinstance(earlier.data, np.ndarray) else None
+    if previous is not None and previous.shape != labels_shape(layer):
+        previous = None
     if plane is not None:
-        return Job(layer, pixels, layout, plane, by_blocks=large)
-    return Job(layer, data, layout, by_blocks=large and not lead)
+        return Job(layer, pixels, layout, plane, by_blocks=large, previous=previous)
+    return Job(layer, data, layout, by_blocks=large and not lead, previous=previous)
 
 
 def current_plane(viewer: Viewer, layer, lead: tuple[int, ...]) -> tuple[int, ...]:
@@ -101,7 +108,7 @@ class JobEvent:
 
     - "progress": a :class:`~napari_loopseg.core.segment.SegmentProgress`;
     - "store": the path of a label store too large for memory, as its writing starts;
-    - "result": the labels, an array or a :class:`StoredResult`;
+    - "result": the labels, a :class:`LabelsResult` or a :class:`StoredResult`;
     - "failed": LoopSeg's message for a job that cannot be segmented (the others go on);
     - "skipped": None; the job's layer was removed while it ran;
     - "model_failed": the message; the model cannot be loaded and nothing else runs.
@@ -110,6 +117,14 @@ class JobEvent:
     kind: Literal["progress", "store", "result", "failed", "skipped", "model_failed"]
     index: int
     value: Any = None
+
+
+@dataclass(frozen=True)
+class LabelsResult:
+    """Labels in memory; ``objects`` counts them (their ids need not run 1..n: see ``keep_ids``)."""
+
+    labels: np.ndarray
+    objects: int
 
 
 @dataclass(frozen=True)
@@ -234,7 +249,28 @@ def run_jobs(
         except (LoopSegError, OSError) as err:
             yield JobEvent("failed", index, str(err))
             continue
-        yield JobEvent("skipped", index) if labels is SKIPPED else JobEvent("result", index, labels)
+        if labels is SKIPPED:
+            yield JobEvent("skipped", index)
+        elif isinstance(labels, np.ndarray):
+            objects = int(np.count_nonzero(np.bincount(labels.ravel().astype(np.int64, copy=False))[1:]))
+            yield JobEvent("result", index, LabelsResult(keep_ids(job, labels), objects))
+        else:
+            yield JobEvent("result", index, labels)
+
+
+def keep_ids(job: Job, labels: np.ndarray) -> np.ndarray:
+    """``labels`` with the ids of the job's earlier result wherever they are the same objects
+    (:func:`~napari_loopseg.core.instances.carry_ids`); in a window, new ids avoid every id of
+    the plane, as the objects outside the window keep theirs."""
+    from ..core.instances import carry_ids
+
+    if job.previous is None:
+        return labels
+    old = np.asarray(job.previous[job.plane] if job.plane is not None else job.previous)
+    if job.window is None:
+        return carry_ids(labels, old)
+    in_use = np.flatnonzero(np.bincount(old.ravel().astype(np.int64, copy=False)))
+    return carry_ids(labels, old[job.window], reserved=in_use)
 
 
 _warm_up_thread: threading.Thread | None = None
