@@ -139,6 +139,12 @@ def parse_args() -> argparse.Namespace:
         "--name", default=None, help="model name (default: nuclei in the package, else nuclei-<run>)"
     )
     parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="end after this step (a shorter ablation on the --steps schedule); with --resume too",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -184,6 +190,8 @@ def parse_args() -> argparse.Namespace:
     args.out = args.out or args.run
     if args.name is None:  # a user-folder model may not shadow the bundled name
         args.name = "nuclei" if args.out.resolve() == bundled_dir().resolve() else f"nuclei-{args.run.name}"
+    if args.stop_at is not None and args.holdout == "none":
+        parser.error("--stop-at needs held-out images to choose the model from: not with --holdout none")
     return args
 
 
@@ -312,6 +320,10 @@ def main() -> None:
             if value > best["score"]:
                 best = {"score": value, "step": progress.step, "validation": progress.validation}
                 save_checkpoint(best_file, {"model": latest["model"]}, best)
+        if args.stop_at is not None and progress.step >= args.stop_at:
+            gen.close()
+            log.info("stopped at step %d of %d (--stop-at)", progress.step, args.steps)
+            break
     seconds = trained_before + time.perf_counter() - started
 
     metrics, params = {}, DecodeParams()
@@ -350,6 +362,7 @@ def main() -> None:
             "images": len(train),
             "objects": int(sum(len(np.unique(s.labels)) - 1 for s in train)),
             "steps": args.steps,
+            **({"stopped_at": args.stop_at} if args.stop_at is not None else {}),
             "best_step": int(best.get("step", args.steps)),
             "selected_on": "held-out groups, AP@0.5 + mean AP" if sets else "last step",
             "decode_tuned_on": "held-out groups" if sets else str(args.decode_from or "defaults"),
