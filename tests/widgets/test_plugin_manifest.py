@@ -37,3 +37,24 @@ def test_plugin_modules_do_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_opening_the_widgets_imports_no_torch():
+    """Opening a widget runs on the GUI thread: listing models must read their cards without
+    torch. (The widgets then import torch in a background thread: switched off here.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import napari\n"
+        "from napari_loopseg.widgets import segment_jobs\n"
+        "segment_jobs.warm_up = lambda: None\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "for name in ('Segment', 'Fine-tune'):\n"
+        "    viewer.window.add_plugin_dock_widget('napari-loopseg', name)\n"
+        "assert len(viewer.window.dock_widgets) == 2, 'widgets not opened'\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "viewer.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -170,7 +170,7 @@ def _read_card(path: Path) -> dict:
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="np") as handle:  # the header only: no torch import
             meta = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelError(f"{path}: not a readable safetensors model file ({err})") from err

@@ -274,17 +274,28 @@ def keep_ids(job: Job, labels: np.ndarray) -> np.ndarray:
 
 
 _warm_up_thread: threading.Thread | None = None
+#: Seconds from opening a widget to importing torch: napari lays out and paints the new widget
+#: first. (Loading torch's C extension holds the GIL for 150 ms or more; together with the
+#: widget's first paint, that made one long pause.)
+WARM_UP_DELAY_S = 0.5
 
 
 def _import_compute_modules() -> None:
-    from ..core import finetune, segment  # noqa: F401
+    # torch, sympy and napari leave about a million long-lived objects. A full garbage collection
+    # walks them all while holding the GIL, and the GUI thread waits: during these imports such
+    # collections paused it for 80-170 ms, several times (benchmarks/README.md). So none runs
+    # during the imports, and afterwards the objects are frozen: later collections skip them.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        from ..core import finetune, segment  # noqa: F401
 
-    with contextlib.suppress(ImportError):  # builds without dynamo: nothing to warm up
-        import torch._dynamo  # noqa: F401
-    # torch, sympy and napari leave about a million long-lived objects; each full garbage
-    # collection walked them all on whichever thread triggered it, often the GUI thread (a stall
-    # measured in benchmarks/README.md). Frozen, they are skipped by later collections.
-    gc.freeze()
+        with contextlib.suppress(ImportError):  # builds without dynamo: nothing to warm up
+            import torch._dynamo  # noqa: F401
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
 
 
 def warm_up() -> None:
@@ -298,5 +309,6 @@ def warm_up() -> None:
     """
     global _warm_up_thread
     if _warm_up_thread is None:
-        _warm_up_thread = threading.Thread(target=_import_compute_modules, name="loopseg-warm-up")
+        _warm_up_thread = threading.Timer(WARM_UP_DELAY_S, _import_compute_modules)
+        _warm_up_thread.name = "loopseg-warm-up"
         _warm_up_thread.start()
