@@ -112,3 +112,19 @@ def test_reviewed_refresh_is_debounced(viewer, open_widget, tiny_model, qtbot, m
     qtbot.wait(600)
     assert len(refreshes) == 1
     assert finetune.pairs.table.item(0, 2).text() not in ("", "0.0%")
+
+
+def test_a_window_keeps_ids_and_new_objects_avoid_those_outside_it():
+    """The visible window goes in first: a nucleus found again keeps its id, and a new one must
+    not take the id of a nucleus outside the window (they would become one object)."""
+    from napari_loopseg.core.normalize import Layout
+    from napari_loopseg.widgets.segment_jobs import Job, keep_ids
+
+    previous = np.zeros((40, 40), np.uint16)
+    previous[2:8, 2:8], previous[30:36, 30:36] = 1, 2  # 2 lies outside the window
+    new = np.zeros((20, 20), np.uint16)
+    new[2:8, 3:9], new[12:16, 12:16] = 7, 8  # 7 is nucleus 1 again; 8 is new
+    job = Job(None, None, Layout(), window=(slice(0, 20), slice(0, 20)), previous=previous)  # type: ignore[arg-type]
+    out = keep_ids(job, new)
+    assert (out[2:8, 3:9] == 1).all()
+    assert (out[12:16, 12:16] == 3).all()

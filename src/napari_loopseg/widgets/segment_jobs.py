@@ -274,17 +274,17 @@ def keep_ids(job: Job, labels: np.ndarray) -> np.ndarray:
 
 
 _warm_up_thread: threading.Thread | None = None
-#: Seconds from opening a widget to importing torch: napari lays out and paints the new widget
-#: first. (Loading torch's C extension holds the GIL for 150 ms or more; together with the
-#: widget's first paint, that made one long pause.)
+#: Seconds from opening a widget to importing torch, so that napari lays out and paints the new
+#: widget first: loading torch's C extension holds the GIL, and the two together made one long
+#: pause (benchmarks/README.md).
 WARM_UP_DELAY_S = 0.5
 
 
 def _import_compute_modules() -> None:
     # torch, sympy and napari leave about a million long-lived objects. A full garbage collection
     # walks them all while holding the GIL, and the GUI thread waits: during these imports such
-    # collections paused it for 80-170 ms, several times (benchmarks/README.md). So none runs
-    # during the imports, and afterwards the objects are frozen: later collections skip them.
+    # collections paused it several times (benchmarks/README.md). So none runs during the
+    # imports, and afterwards the objects are frozen: later collections skip them.
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -26,8 +26,8 @@ from .segment_jobs import Job, JobEvent, LabelsResult, StoredResult, run_jobs
 
 #: Seconds between progress updates on screen.
 SHOW_INTERVAL_S = 0.25
-#: Milliseconds from putting one result into a layer to the next: the canvas redraw that follows a
-#: put (about 45 ms under Mesa's software OpenGL) and a turn of the event loop fit in between.
+#: Milliseconds from putting one result into a layer to the next: longer than the canvas redraw
+#: that follows a put (benchmarks/README.md), so the event loop gets a turn in between.
 PUT_SPACING_MS = 100
 
 
