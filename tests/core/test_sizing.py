@@ -38,6 +38,12 @@ def test_refined_factor_moves_only_beyond_the_tolerance():
     assert refined_factor(_discs(40, n=3), reference, 1.0) is None  # too few objects to tell
 
 
+def test_nuclei_within_the_training_range_stay_as_they_are():
+    reference = Diameters(median=20, low=10, high=40)
+    assert refined_factor(_discs(15), reference, 1.0) is None  # 30 px: learned, so left alone
+    assert refined_factor(_discs(15), reference, 0.5) == pytest.approx(20 / 30, rel=0.02)  # once resized
+
+
 def test_probed_factor_only_ever_shrinks():
     reference = Diameters(median=20, low=10, high=40)
     assert probed_factor(_discs(30), reference) == pytest.approx(20 / 60, rel=0.02)  # 60 px: shrink

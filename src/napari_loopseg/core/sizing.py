@@ -84,11 +84,17 @@ def factor_for(diameter: float, reference: Diameters) -> float:
 
 def refined_factor(labels: np.ndarray, reference: Diameters, factor: float) -> float | None:
     """The factor to try next, from ``labels`` found at ``factor`` (in the original pixels), or
-    None when it would change by less than :data:`TOLERANCE` or there are too few objects."""
+    None when it would change by less than :data:`TOLERANCE` or there are too few objects.
+
+    At the original size (``factor`` 1), nuclei within the training range stay as they are:
+    the network learned those sizes, and resizing them only adds the estimate's own errors."""
     diameters = object_diameters(labels)
     if diameters.size < MIN_OBJECTS_TO_ESTIMATE:
         return None
-    proposed = factor_for(float(np.median(diameters)), reference)
+    median = float(np.median(diameters))
+    if factor == 1.0 and reference.low <= median <= reference.high:
+        return None
+    proposed = factor_for(median, reference)
     return None if abs(np.log(proposed / factor)) <= np.log(TOLERANCE) else proposed
 
 
