@@ -3,6 +3,7 @@
     python scripts/train_bundled.py --run runs/dev1                 # DSB minus held-out + BBBC039
     python scripts/train_bundled.py --run runs/dev1 --resume        # after the session ended
     python scripts/train_bundled.py --run runs/loso --no-train-bbbc039   # leave BBBC039 out
+    python scripts/train_bundled.py --run runs/haem --colour haematoxylin --stop-at 3000   # an ablation
 
 Data (``core.datasets``): DSB2018 without the held-out acquisition groups of
 ``benchmarks/dsb2018_groups.json`` and without the old ``split == val`` (``--holdout groups+val``,

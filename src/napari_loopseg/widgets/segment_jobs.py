@@ -48,7 +48,8 @@ class Job:
     plane: tuple[int, ...] | None = None
     window: tuple[slice, slice] | None = None
     by_blocks: bool = False
-    #: LoopSeg's unedited earlier result for the layer (all planes), whose ids the new one keeps
+    #: LoopSeg's unedited earlier result for the layer (all planes), whose ids the new one keeps;
+    #: the worker only reads it (if the user paints in it meanwhile, the result gets a new layer)
     previous: np.ndarray | None = None
 
 
