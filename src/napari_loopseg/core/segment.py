@@ -20,12 +20,11 @@ from .progress import drive, relay
 from .registry import Model, load_model
 from .sizing import (
     MAX_PASSES,
-    MIN_OBJECTS_TO_ESTIMATE,
     MIN_PROBE_SIDE,
     PROBE_FACTOR,
     Diameters,
     factor_for,
-    object_diameters,
+    median_diameter,
     probed_factor,
     refined_factor,
     resize_maps,
@@ -114,7 +113,7 @@ def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int
         shrink = probed_factor(probe, reference)
         if shrink is not None:
             labels = yield from _segment_plane(predictor, plane, params, shrink, base, n_planes)
-            if object_diameters(labels).size >= MIN_OBJECTS_TO_ESTIMATE:
+            if median_diameter(labels) is not None:
                 factor = shrink
             else:  # the nuclei vanished: they were not large after all
                 labels = None

@@ -75,6 +75,12 @@ def object_diameters(labels: np.ndarray) -> np.ndarray:
     return np.sqrt(4 * areas[areas > 0] / np.pi)
 
 
+def median_diameter(labels: np.ndarray) -> float | None:
+    """Median object diameter, or None when too few objects were found to tell."""
+    diameters = object_diameters(labels)
+    return float(np.median(diameters)) if diameters.size >= MIN_OBJECTS_TO_ESTIMATE else None
+
+
 def factor_for(diameter: float, reference: Diameters) -> float:
     """Resize factor that brings objects of ``diameter`` pixels to the training median."""
     if not diameter > 0:
@@ -88,10 +94,9 @@ def refined_factor(labels: np.ndarray, reference: Diameters, factor: float) -> f
 
     At the original size (``factor`` 1), nuclei within the training range stay as they are:
     the network learned those sizes, and resizing them only adds the estimate's own errors."""
-    diameters = object_diameters(labels)
-    if diameters.size < MIN_OBJECTS_TO_ESTIMATE:
+    median = median_diameter(labels)
+    if median is None:
         return None
-    median = float(np.median(diameters))
     if factor == 1.0 and reference.low <= median <= reference.high:
         return None
     proposed = factor_for(median, reference)
@@ -103,10 +108,10 @@ def probed_factor(labels: np.ndarray, reference: Diameters) -> float | None:
     only when it calls for shrinking further than :data:`TOLERANCE` (nuclei too large for the
     network); otherwise None, and a pass at the original size decides (the shrunk pass loses
     small nuclei and merges crowded ones, so it cannot tell how far to enlarge)."""
-    diameters = object_diameters(labels)
-    if diameters.size < MIN_OBJECTS_TO_ESTIMATE:
+    median = median_diameter(labels)
+    if median is None:
         return None
-    proposed = factor_for(float(np.median(diameters)), reference)
+    proposed = factor_for(median, reference)
     return proposed if proposed < 1 / TOLERANCE else None
 
 
