@@ -107,6 +107,41 @@ def tune_decode(maps: list[np.ndarray], samples: list[Sample]) -> tuple[DecodePa
     return best, best_scores
 
 
+def recipe(args: argparse.Namespace) -> dict:
+    """What the card calls the recipe (besides data and schedule): the same in held-out runs whose
+    scores a model trained on everything may carry."""
+    return {
+        "batch_size": args.batch_size,
+        "crop": args.crop,
+        "scale_range": list(args.scale),
+        "augmentation": {
+            "gamma": args.gamma,
+            "blur": args.blur,
+            "saturation": args.saturation,
+            "object_dimming": args.object_dimming,
+            "object_crops": args.object_crops,
+        },
+        "colour": args.colour,
+    }
+
+
+def recipe_scores(paths: list[Path], arch: UNetConfig, ours: dict) -> dict[str, dict]:
+    """Scores for a model trained on everything, from runs of its recipe that never saw the scored
+    images: this script scores a held-out run only on images it left out, so each of their card's
+    figures is of unseen images. Each figure names the model that earned it, to reproduce it."""
+    scores: dict[str, dict] = {}
+    for path in paths:
+        model = load_path(path)
+        card = model.card.get("training", {})
+        if model.net.config != arch or not str(card.get("selected_on", "")).startswith("held-out"):
+            raise SystemExit(f"--scores-from {path}: not a held-out run of this architecture")
+        if differs := {k: (card.get(k), v) for k, v in ours.items() if card.get(k) != v}:
+            raise SystemExit(f"--scores-from {path}: another recipe (its, this run's): {differs}")
+        for name, figures in model.card.get("metrics", {}).items():
+            scores.setdefault(name, {**figures, "scored_model": model.name})
+    return scores
+
+
 def half_rounded(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Weights as they ship (half precision), so the figures are those of the shipped file."""
     return {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
@@ -186,6 +221,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--decode-from", type=Path, default=None, help="with --holdout none: take this model's thresholds"
     )
+    parser.add_argument(
+        "--scores-from",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="with --holdout none: held-out runs of the same recipe whose scores the card carries "
+        "(the first to score a set gives its figures)",
+    )
     parser.add_argument("--note", default=None, help="how this run came about, for the model card")
     args = parser.parse_args()
     args.out = args.out or args.run
@@ -193,6 +236,8 @@ def parse_args() -> argparse.Namespace:
         args.name = "nuclei" if args.out.resolve() == bundled_dir().resolve() else f"nuclei-{args.run.name}"
     if args.stop_at is not None and args.holdout == "none":
         parser.error("--stop-at needs held-out images to choose the model from: not with --holdout none")
+    if args.scores_from and args.holdout != "none":
+        parser.error("--scores-from is for --holdout none: a held-out run scores itself")
     return args
 
 
@@ -243,6 +288,7 @@ def main() -> None:
         device=args.device,
     )
     arch = UNetConfig(in_channels=1, out_channels=3, width=args.width, depth=args.depth)
+    recipe_scores(args.scores_from, arch, recipe(args))  # a wrong file fails now, not after training
     torch.manual_seed(args.seed)
     net = UNet(arch)
     if args.init:
@@ -345,50 +391,44 @@ def main() -> None:
         net.load_state_dict(half_rounded(net.state_dict()))
         if args.decode_from:
             params = load_path(args.decode_from).decode_params
+    training = {
+        "data": {
+            "dsb2018": "BBBC038 / 2018 Data Science Bowl stage-1 train (CC0)"
+            + {
+                "groups+val": f", minus held-out groups ({args.groups.name}) and split == val",
+                "groups": f", minus held-out groups ({args.groups.name})",
+                "none": ", all images",
+            }[args.holdout],
+            "bbbc039": "all 157 images (CC0)" if args.train_bbbc039 else "left out, with its DSB group",
+        },
+        "images": len(train),
+        "objects": int(sum(len(np.unique(s.labels)) - 1 for s in train)),
+        "steps": args.steps,
+        **({"stopped_at": args.stop_at} if args.stop_at is not None else {}),
+        "best_step": int(best.get("step", args.steps)),
+        "selected_on": "held-out groups, AP@0.5 + mean AP" if sets else "last step",
+        "decode_tuned_on": "held-out groups" if sets else str(args.decode_from or "defaults"),
+        "lr": args.lr,
+        **recipe(args),
+        "kind_balance": args.kind_balance,
+        "init": args.init.name if args.init else None,
+        "seed": args.seed,
+        "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
+        "training_seconds": round(seconds),
+        "script": "scripts/train_bundled.py",
+        **({"note": args.note} if args.note else {}),
+    }
+    card_metrics = {f"dsb2018_{k}" if k != "bbbc039" else k: v for k, v in metrics.items()}
+    card_metrics = card_metrics or recipe_scores(args.scores_from, arch, recipe(args))
+    heldout = card_metrics.get("dsb2018_heldout")
     card = make_card(
         args.name,
         arch,
         norm,
         params,
-        training={
-            "data": {
-                "dsb2018": "BBBC038 / 2018 Data Science Bowl stage-1 train (CC0)"
-                + {
-                    "groups+val": f", minus held-out groups ({args.groups.name}) and split == val",
-                    "groups": f", minus held-out groups ({args.groups.name})",
-                    "none": ", all images",
-                }[args.holdout],
-                "bbbc039": "all 157 images (CC0)" if args.train_bbbc039 else "left out, with its DSB group",
-            },
-            "images": len(train),
-            "objects": int(sum(len(np.unique(s.labels)) - 1 for s in train)),
-            "steps": args.steps,
-            **({"stopped_at": args.stop_at} if args.stop_at is not None else {}),
-            "best_step": int(best.get("step", args.steps)),
-            "selected_on": "held-out groups, AP@0.5 + mean AP" if sets else "last step",
-            "decode_tuned_on": "held-out groups" if sets else str(args.decode_from or "defaults"),
-            "batch_size": args.batch_size,
-            "crop": args.crop,
-            "lr": args.lr,
-            "scale_range": list(config.scale_range),
-            "augmentation": {
-                "gamma": args.gamma,
-                "blur": args.blur,
-                "saturation": args.saturation,
-                "object_dimming": args.object_dimming,
-                "object_crops": args.object_crops,
-            },
-            "colour": args.colour,
-            "kind_balance": args.kind_balance,
-            "init": args.init.name if args.init else None,
-            "seed": args.seed,
-            "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
-            "training_seconds": round(seconds),
-            "script": "scripts/train_bundled.py",
-            **({"note": args.note} if args.note else {}),
-        },
-        metrics={f"dsb2018_{k}" if k != "bbbc039" else k: v for k, v in metrics.items()},
-        weak_spots=weak_spots(metrics["heldout"]) if metrics else [],
+        training=training,
+        metrics=card_metrics,
+        weak_spots=weak_spots(heldout) if heldout else [],
         diameters=Diameters.measure([s.labels for s in train]),
     )
     out = args.out / f"{args.name}.safetensors"
