@@ -243,8 +243,11 @@ def parse_args() -> argparse.Namespace:
 
 def training_options(args: argparse.Namespace) -> dict:
     """The options a resumed run must share, JSON-shaped (paths as text, ranges as lists)."""
-    plain = {Path: str, tuple: list}
-    return {k: plain.get(type(v), lambda x: x)(v) for k, v in vars(args).items() if k in TRAINING_OPTIONS}
+
+    def plain(value: object) -> object:
+        return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+
+    return {k: plain(v) for k, v in vars(args).items() if k in TRAINING_OPTIONS}
 
 
 def main() -> None:
