@@ -1,0 +1,81 @@
+"""scripts/train_bundled.py: what its checkpoints record and where the shipped card's figures come from."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from napari_loopseg.core.instances import DecodeParams
+from napari_loopseg.core.normalize import Normalization
+from napari_loopseg.core.registry import make_card, save_model
+from napari_loopseg.core.unet import UNet, UNetConfig
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "train_bundled.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("train_bundled", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def arguments(script, monkeypatch, *extra: str):
+    monkeypatch.setattr(sys, "argv", ["train_bundled.py", *extra])
+    return script.parse_args()
+
+
+def held_out_run(script, args, folder: Path, name: str, metrics: dict, **changes) -> Path:
+    """A small model whose card says what a held-out run of ``args``' recipe says."""
+    config = UNetConfig(width=8, depth=2)
+    training = {**script.recipe(args), "selected_on": "held-out groups, AP@0.5 + mean AP", **changes}
+    card = make_card(name, config, Normalization(), DecodeParams(), training=training, metrics=metrics)
+    return save_model(UNet(config), card, folder)
+
+
+def test_checkpoint_options_are_json(script, monkeypatch, tmp_path):
+    args = arguments(script, monkeypatch, "--init", str(tmp_path / "start.safetensors"))
+    options = script.training_options(args)
+    assert json.loads(json.dumps(options))["init"] == str(tmp_path / "start.safetensors")
+    assert options["scale"] == [0.75, 1.33]
+
+
+def test_a_model_trained_on_everything_carries_held_out_figures_naming_their_model(
+    script, monkeypatch, tmp_path
+):
+    args = arguments(script, monkeypatch, "--holdout", "none")
+    groups = held_out_run(
+        script,
+        args,
+        tmp_path,
+        "nuclei-groups",
+        {"dsb2018_heldout": {"ap50": 0.6}, "dsb2018_val": {"ap50": 0.7}},
+    )
+    loso = held_out_run(
+        script, args, tmp_path, "nuclei-loso", {"dsb2018_heldout": {"ap50": 0.5}, "bbbc039": {"ap50": 0.8}}
+    )
+    scores = script.recipe_scores([groups, loso], UNetConfig(width=8, depth=2), script.recipe(args))
+    assert scores == {
+        "dsb2018_heldout": {"ap50": 0.6, "scored_model": "nuclei-groups"},  # the first run to score it
+        "dsb2018_val": {"ap50": 0.7, "scored_model": "nuclei-groups"},
+        "bbbc039": {"ap50": 0.8, "scored_model": "nuclei-loso"},
+    }
+
+
+def test_figures_of_another_recipe_or_a_run_not_held_out_are_refused(script, monkeypatch, tmp_path):
+    args = arguments(script, monkeypatch, "--holdout", "none")
+    arch = UNetConfig(width=8, depth=2)
+    zoomed = held_out_run(script, args, tmp_path, "nuclei-zoom", {}, scale_range=[0.5, 2.0])
+    with pytest.raises(SystemExit, match="another recipe.*scale_range"):
+        script.recipe_scores([zoomed], arch, script.recipe(args))
+    everything = held_out_run(script, args, tmp_path, "nuclei-all", {}, selected_on="last step")
+    with pytest.raises(SystemExit, match="not a held-out run"):
+        script.recipe_scores([everything], arch, script.recipe(args))
+    with pytest.raises(SystemExit, match="not a held-out run"):
+        script.recipe_scores([zoomed], UNetConfig(width=16, depth=4), script.recipe(args))
