@@ -343,6 +343,15 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unseen_ap50(metrics: dict) -> float | None:
+    """The figure that predicts new images best: held-out acquisition groups (bundled models), else
+    the old val split, else a fine-tune's validation images."""
+    for name in ("dsb2018_heldout", "dsb2018_val", "validation"):
+        if isinstance(metrics.get(name), dict) and "ap50" in metrics[name]:
+            return float(metrics[name]["ap50"])
+    return None
+
+
 def _models(args: argparse.Namespace) -> int:
     from .core.registry import ModelError, bundled_dir, load_path, model_paths
 
@@ -354,11 +363,11 @@ def _models(args: argparse.Namespace) -> int:
             _error(str(err))
             continue
         source = "bundled" if path.parent == bundled_dir() else "user"
-        val = card.get("metrics", {}).get("dsb2018_val", {}).get("ap50")
+        unseen = _unseen_ap50(card.get("metrics", {}))
         rows.append(
-            (name, source, card.get("parent") or "-", "-" if val is None else f"{val:.3f}", str(path))
+            (name, source, card.get("parent") or "-", "-" if unseen is None else f"{unseen:.3f}", str(path))
         )
-    header = ("name", "source", "parent", "val AP@0.5", "path")
+    header = ("name", "source", "parent", "AP@0.5 unseen", "path")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -8,6 +8,7 @@ from PIL import Image as PILImage
 
 from napari_loopseg.cli import main
 from napari_loopseg.core.metrics import Counts
+from napari_loopseg.core.registry import load_model
 from napari_loopseg.core.synthetic import make_nuclei
 
 
@@ -115,9 +116,12 @@ def test_unknown_model_and_bad_options(images, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_models_lists_registered(tiny_model, capsys):
+def test_models_lists_each_with_its_score_on_unseen_images(tiny_model, capsys):
     assert main(["models"]) == 0
-    assert "tiny" in capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    heldout = load_model("nuclei").card["metrics"]["dsb2018_heldout"]["ap50"]
+    assert rows["nuclei"][3] == f"{heldout:.3f}"  # held-out groups, not the flattering val split
+    assert rows["tiny"][3] == "-"  # its card has no figures
 
 
 def test_console_script_entry_point(tiny_model, tmp_path):
