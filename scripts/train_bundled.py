@@ -42,6 +42,7 @@ from napari_loopseg.core.datasets import (
     Entry,
     Groups,
     evaluation_sets,
+    read_folder,
     training_entries,
 )
 from napari_loopseg.core.instances import DecodeParams, decode
@@ -402,7 +403,9 @@ def main() -> None:
                 "groups": f", minus held-out groups ({args.groups.name})",
                 "none": ", all images",
             }[args.holdout],
-            "bbbc039": "all 157 images (CC0)" if args.train_bbbc039 else "left out, with its DSB group",
+            "bbbc039": f"all {len(read_folder(args.bbbc039))} images (CC0)"
+            if args.train_bbbc039
+            else "left out, with its DSB group",
         },
         "images": len(train),
         "objects": int(sum(len(np.unique(s.labels)) - 1 for s in train)),

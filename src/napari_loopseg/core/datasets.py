@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: The committed grouping of the DSB2018 images (repository checkouts only; not in the wheel).
 DEFAULT_GROUPS = Path(__file__).resolve().parents[3] / "benchmarks" / "dsb2018_groups.json"
@@ -38,16 +41,25 @@ class Entry:
 
 
 def read_folder(folder: str | Path, split: str | None = None) -> list[Entry]:
-    """The folder's images in manifest order (file-name order without one); ``split`` filters."""
+    """The folder's images in manifest order (file-name order without one); ``split`` filters.
+
+    An id the manifest lists twice is read once (its first row, with a warning): BBBC039's manifest
+    lists one image twice, which counted it twice in training and in every score."""
     folder = Path(folder)
     manifest = folder / "manifest.csv"
     if manifest.exists():
         with open(manifest, newline="") as handle:
             rows = list(csv.DictReader(handle))
-        entries = [
-            Entry(r.get("image_id") or r["id"], r.get("kind") or "all", r.get("split") or None, folder)
-            for r in rows
-        ]
+        entries, seen = [], set()
+        for r in rows:
+            entry = Entry(
+                r.get("image_id") or r["id"], r.get("kind") or "all", r.get("split") or None, folder
+            )
+            if entry.id in seen:
+                log.warning("%s lists %s more than once: reading it once", manifest, entry.id)
+                continue
+            seen.add(entry.id)
+            entries.append(entry)
     else:
         entries = [Entry(p.stem, "all", None, folder) for p in sorted((folder / "images").glob("*.tif"))]
     return [e for e in entries if split is None or e.split == split]

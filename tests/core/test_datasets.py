@@ -1,0 +1,35 @@
+"""Labelled folders as training and benchmarks read them."""
+
+import logging
+
+import numpy as np
+import tifffile
+
+from napari_loopseg.core.datasets import read_folder
+
+
+def labelled_folder(tmp_path, manifest: str):
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+        for name in ("a", "b"):
+            tifffile.imwrite(tmp_path / sub / f"{name}.tif", np.zeros((4, 4), np.uint16))
+    (tmp_path / "manifest.csv").write_text(manifest)
+    return tmp_path
+
+
+def test_an_image_the_manifest_lists_twice_is_read_once(tmp_path, caplog):
+    folder = labelled_folder(
+        tmp_path, "id,kind,objects\r\na,fluorescence,3\r\nb,fluorescence,1\r\na,fluorescence,5\r\n"
+    )
+    with caplog.at_level(logging.WARNING):
+        entries = read_folder(folder)
+    assert [e.id for e in entries] == ["a", "b"]
+    assert "lists a more than once" in caplog.text
+
+
+def test_split_and_kind_come_from_the_manifest(tmp_path):
+    folder = labelled_folder(tmp_path, "image_id,kind,split\na,color_stained,train\nb,fluorescence,val\n")
+    (entry,) = read_folder(folder, split="val")
+    assert (entry.id, entry.kind, entry.split) == ("b", "fluorescence", "val")
+    image, labels = entry.read()
+    assert image.shape == labels.shape and labels.dtype == np.int32
