@@ -10,8 +10,8 @@ Data (``core.datasets``): DSB2018 without the held-out acquisition groups of
 so both stay scores of unseen images), plus all of BBBC039. ``--no-train-bbbc039`` leaves BBBC039
 and the DSB group from its screen out of training, and scores every third BBBC039 image at each
 validation (leave one source out). ``--holdout none`` trains on everything (the shipped model:
-last step's weights, decode thresholds from ``--decode-from``, a model of the same recipe tuned on
-held-out groups).
+last step's weights, decode thresholds from ``--decode-from``, and on its card the figures of
+held-out runs of the same recipe, ``--scores-from``, each naming its model).
 
 Validation every ``--validate-every`` steps on the held-out groups picks the best checkpoint
 (AP@0.5 + mean AP); the old val split and BBBC039 are logged beside it. The run folder holds
@@ -106,6 +106,13 @@ def tune_decode(maps: list[np.ndarray], samples: list[Sample]) -> tuple[DecodePa
         if best_scores is None or selection_score(scores) > selection_score(best_scores):
             best, best_scores = params, scores
     return best, best_scores
+
+
+def described(path: Path) -> str:
+    """A model file as a card names it: its name and date (a local path means nothing to readers,
+    and the bundled model's predecessor has its name)."""
+    card = load_path(path).card
+    return f"model {card['name']!r} of {card.get('created', 'unknown date')}"
 
 
 def recipe(args: argparse.Namespace) -> dict:
@@ -395,6 +402,9 @@ def main() -> None:
         net.load_state_dict(half_rounded(net.state_dict()))
         if args.decode_from:
             params = load_path(args.decode_from).decode_params
+    decode_source = (
+        "held-out groups" if sets else described(args.decode_from) if args.decode_from else "defaults"
+    )
     training = {
         "data": {
             "dsb2018": "BBBC038 / 2018 Data Science Bowl stage-1 train (CC0)"
@@ -413,11 +423,11 @@ def main() -> None:
         **({"stopped_at": args.stop_at} if args.stop_at is not None else {}),
         "best_step": int(best.get("step", args.steps)),
         "selected_on": "held-out groups, AP@0.5 + mean AP" if sets else "last step",
-        "decode_tuned_on": "held-out groups" if sets else str(args.decode_from or "defaults"),
+        "decode_tuned_on": decode_source,
         "lr": args.lr,
         **recipe(args),
         "kind_balance": args.kind_balance,
-        "init": args.init.name if args.init else None,
+        "init": described(args.init) if args.init else None,
         "seed": args.seed,
         "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         "training_seconds": round(seconds),
