@@ -1,12 +1,13 @@
 """The model that ships in the package: it loads, its card is complete, it finds nuclei."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 import napari_loopseg
 from napari_loopseg.core.metrics import average_precision
-from napari_loopseg.core.registry import bundled_dir, load_model
+from napari_loopseg.core.registry import bundled_dir, load_model, load_path
 from napari_loopseg.sample_data import nuclei
 
 
@@ -36,6 +37,14 @@ def test_card_is_complete_and_matches_the_file(bundled):
     assert all(isinstance(s, str) and s for s in card["known_weak_spots"])
     sizes = bundled.diameters  # training nuclei, for the object-size option
     assert 5 < sizes.low < sizes.median < sizes.high < 100
+
+
+def test_each_figure_is_that_of_the_held_out_model_it_names(bundled):
+    """So `loopseg segment --model benchmarks/models/<scored_model>` + `loopseg evaluate` reproduce it."""
+    folder = Path(__file__).parents[2] / "benchmarks" / "models"
+    for name, scores in bundled.card["metrics"].items():
+        source = load_path(folder / f"{scores['scored_model']}.safetensors").card
+        assert {**source["metrics"][name], "scored_model": source["name"]} == scores
 
 
 def test_segments_the_synthetic_sample_sensibly(bundled):
