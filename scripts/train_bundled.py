@@ -42,14 +42,13 @@ from napari_loopseg.core.datasets import (
     Entry,
     Groups,
     evaluation_sets,
-    read_folder,
     training_entries,
 )
 from napari_loopseg.core.instances import DecodeParams, decode
 from napari_loopseg.core.metrics import Counts, scorecard, weak_spots
 from napari_loopseg.core.normalize import Colour, Normalization, normalize_plane
 from napari_loopseg.core.predict import Predictor
-from napari_loopseg.core.registry import bundled_dir, load_path, make_card, save_model
+from napari_loopseg.core.registry import bundled_dir, load_path, make_card, read_card, save_model
 from napari_loopseg.core.sizing import Diameters
 from napari_loopseg.core.train import Sample, TrainConfig, train_iter
 from napari_loopseg.core.unet import UNet, UNetConfig
@@ -111,7 +110,7 @@ def tune_decode(maps: list[np.ndarray], samples: list[Sample]) -> tuple[DecodePa
 def described(path: Path) -> str:
     """A model file as a card names it: its name and date (a local path means nothing to readers,
     and the bundled model's predecessor has its name)."""
-    card = load_path(path).card
+    card = read_card(path)
     return f"model {card['name']!r} of {card.get('created', 'unknown date')}"
 
 
@@ -299,7 +298,9 @@ def main() -> None:
         device=args.device,
     )
     arch = UNetConfig(in_channels=1, out_channels=3, width=args.width, depth=args.depth)
-    recipe_scores(args.scores_from, arch, recipe(args))  # a wrong file fails now, not after training
+    carried = recipe_scores(
+        args.scores_from, arch, recipe(args)
+    )  # a wrong file fails now, not after training
     torch.manual_seed(args.seed)
     net = UNet(arch)
     if args.init:
@@ -413,7 +414,7 @@ def main() -> None:
                 "groups": f", minus held-out groups ({args.groups.name})",
                 "none": ", all images",
             }[args.holdout],
-            "bbbc039": f"all {len(read_folder(args.bbbc039))} images (CC0)"
+            "bbbc039": f"all {sum(e.folder == Path(args.bbbc039) for e in entries)} images (CC0)"
             if args.train_bbbc039
             else "left out, with its DSB group",
         },
@@ -435,7 +436,7 @@ def main() -> None:
         **({"note": args.note} if args.note else {}),
     }
     card_metrics = {f"dsb2018_{k}" if k != "bbbc039" else k: v for k, v in metrics.items()}
-    card_metrics = card_metrics or recipe_scores(args.scores_from, arch, recipe(args))
+    card_metrics = card_metrics or carried
     heldout = card_metrics.get("dsb2018_heldout")
     card = make_card(
         args.name,
