@@ -59,7 +59,7 @@ log = logging.getLogger("train_bundled")
 TRAINING_OPTIONS = (
     "steps", "batch_size", "crop", "lr", "width", "depth", "seed", "kind_balance", "init",
     "holdout", "train_bbbc039", "validate_every", "scale", "gamma", "blur", "saturation",
-    "object_dimming", "object_crops", "colour",
+    "object_dimming", "object_crops", "small_boost", "colour",
 )  # fmt: skip
 
 
@@ -127,6 +127,7 @@ def recipe(args: argparse.Namespace) -> dict:
             "saturation": args.saturation,
             "object_dimming": args.object_dimming,
             "object_crops": args.object_crops,
+            **({"small_boost": args.small_boost} if args.small_boost != 1.0 else {}),
         },
         "colour": args.colour,
     }
@@ -206,6 +207,12 @@ def parse_args() -> argparse.Namespace:
         "--object-dimming", type=float, default=1.0, help="darkest per-object contrast factor"
     )
     augment.add_argument("--object-crops", type=float, default=0.0, help="share of crops on an object")
+    augment.add_argument(
+        "--small-boost",
+        type=float,
+        default=1.0,
+        help="loss weight of the smallest objects relative to 16 px ones (1: off)",
+    )
     augment.add_argument(
         "--colour",
         choices=get_args(Colour),
@@ -293,6 +300,7 @@ def main() -> None:
         saturation=args.saturation,
         object_dimming=args.object_dimming,
         object_crops=args.object_crops,
+        small_boost=args.small_boost,
         validate_every=args.validate_every if args.holdout != "none" else 0,
         seed=args.seed,
         device=args.device,

@@ -56,6 +56,30 @@ def test_weights_emphasise_touching_and_ignore_unreviewed():
     assert (weights[:, 40:] == 0).all()
 
 
+def test_only_pixels_between_two_objects_weigh_as_touching():
+    """A lone object's edges weigh 1 whatever their side; only the gap between two objects
+    weighs more (the zone once took in every object's left and right edges)."""
+    labels = np.zeros((40, 60), np.uint16)
+    labels[5:15, 5:15] = 1  # alone
+    labels[25:35, 10:20] = 2
+    labels[25:35, 21:31] = 3  # one pixel apart from 2
+    weights = make_weights(labels)
+    assert (weights[:20] == 1).all()
+    assert weights[30, 19] > 1 and weights[30, 20] > 1 and weights[30, 21] > 1
+    assert weights[30, 8] == 1 and weights[30, 33] == 1  # their outer sides
+
+
+def test_small_objects_can_weigh_more_up_to_the_boost():
+    labels = np.zeros((64, 64), np.uint16)
+    labels[2:6, 2:6] = 1  # 16 px: area far under a 16 px circle's
+    labels[20:40, 20:40] = 2  # larger than a 16 px circle
+    labels[50:59, 50:59] = 3  # 81 px: 201 / 81 = about 2.5x
+    plain, boosted = make_weights(labels), make_weights(labels, small_boost=4)
+    assert (plain[labels > 0] == 1).all()
+    assert boosted[3, 3] == 4 and boosted[30, 30] == 1 and boosted[0, 0] == 1
+    assert 2.4 < boosted[55, 55] < 2.6
+
+
 def test_watershed_by_region_equals_one_global_flood():
     """Flooding groups of regions apart (on threads) gives the global watershed's objects."""
     from scipy import ndimage as ndi

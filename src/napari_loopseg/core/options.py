@@ -66,6 +66,8 @@ class TrainConfig:
     saturation: float = 0.0
     object_dimming: float = 1.0
     object_crops: float = 0.0
+    #: Loss weight of the smallest objects, relative to those of targets.SMALL_DIAMETER px (1 = off).
+    small_boost: float = 1.0
     freeze_norm: bool = False
     validate_every: int = 0
     seed: int = 0

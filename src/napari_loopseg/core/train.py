@@ -89,15 +89,9 @@ class CropSampler:
         # to hold 4 float maps of (the bundled-model script's large images) keep per-crop targets.
         whole = tuple(config.scale_range) == (1.0, 1.0) and config.object_dimming == 1.0
         self.maps = [
-            self._whole_maps(s) if whole and s.labels.size <= CACHE_PIXELS else None for s in samples
+            _whole_maps(s, config.small_boost) if whole and s.labels.size <= CACHE_PIXELS else None
+            for s in samples
         ]
-
-    @staticmethod
-    def _whole_maps(sample: Sample) -> np.ndarray:
-        """(4, H, W) float32: foreground, boundary, distance, loss weight (0 where not reviewed)."""
-        return np.concatenate(
-            [make_targets(sample.labels), make_weights(sample.labels, sample.reviewed)[None]]
-        )
 
     def _window(self, index: int, size: int) -> tuple[int, int]:
         h, w = self.samples[index].labels.shape
@@ -163,7 +157,7 @@ class CropSampler:
         if cfg.elastic > 0:
             image, labels, valid = _elastic(image, labels, valid, cfg.elastic, self.rng)
         targets = make_targets(labels)
-        weights = make_weights(labels) * valid
+        weights = make_weights(labels, small_boost=cfg.small_boost) * valid
         return self._finish(image, targets, weights)
 
     def _cached_crop(self, image: np.ndarray, maps: np.ndarray, size: int):
@@ -201,6 +195,12 @@ class CropSampler:
             torch.from_numpy(targets),
             torch.from_numpy(weights[:, None]),
         )
+
+
+def _whole_maps(sample: Sample, small_boost: float) -> np.ndarray:
+    """(4, H, W) float32: foreground, boundary, distance, loss weight (0 where not reviewed)."""
+    weights = make_weights(sample.labels, sample.reviewed, small_boost)
+    return np.concatenate([make_targets(sample.labels), weights[None]])
 
 
 def _dim_objects(image: np.ndarray, labels: np.ndarray, darkest: float, rng: np.random.Generator):
