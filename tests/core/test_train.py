@@ -177,19 +177,22 @@ def test_checkpoint_file_holds_no_pickle_and_keeps_every_tensor(tmp_path):
     assert state["rng"] == states[-1]["rng"] and torch.equal(state["torch_rng"], states[-1]["torch_rng"])
 
 
-def test_object_dimming_scales_each_object_and_leaves_background():
+def test_object_dimming_scales_each_object_with_its_rim_and_leaves_background():
     from napari_loopseg.core.train import _dim_objects
 
     image = np.full((40, 40), 0.1, np.float32)
     labels = np.zeros((40, 40), np.int32)
+    image[4:16, 4:16] = 0.5  # a blurred rim, outside the outline
     image[5:15, 5:15], labels[5:15, 5:15] = 0.9, 1
     image[25:35, 25:35], labels[25:35, 25:35] = 0.9, 2
     rng = np.random.default_rng(0)
     dimmed = next(d for d in (_dim_objects(image, labels, 0.1, rng) for _ in range(20)) if d is not image)
-    assert np.allclose(dimmed[labels == 0], 0.1)
-    contrast = [float(dimmed[labels == i].mean()) - 0.1 for i in (1, 2)]
-    assert all(0.1 * 0.8 - 1e-6 <= c <= 0.8 + 1e-6 for c in contrast)
-    assert contrast[0] != contrast[1]  # a factor per object, not one per crop
+    assert np.allclose(dimmed[image == 0.1], 0.1)
+    factors = [(float(dimmed[c, c]) - 0.1) / 0.8 for c in (10, 30)]  # at each object's centre
+    assert all(0.1 - 1e-6 <= f <= 1 + 1e-6 for f in factors)
+    assert factors[0] != factors[1]  # a factor per object, not one per crop
+    rim = (float(dimmed[4, 10]) - 0.1) / 0.4
+    assert abs(rim - factors[0]) < 0.5 * (1 - factors[0])  # closer to the object's than to 1
 
 
 def test_object_centred_crops_find_objects_in_a_sparse_image():
