@@ -46,7 +46,6 @@ def segment_entries(
     device: str = "auto",
     label=None,
     object_size: str | None = None,
-    augment: bool = False,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray, str]], dict]:
     """(truth, prediction, kind) per image, at ``scale``; and the time and megapixels it took.
 
@@ -56,9 +55,7 @@ def segment_entries(
     for entry in entries:
         image, truth = entry.read()
         image, truth = rescaled(image, truth, scale)
-        options = SegmentOptions(
-            device=device, layout=Layout(rgb=image.ndim == 3), object_size=object_size, augment=augment
-        )
+        options = SegmentOptions(device=device, layout=Layout(rgb=image.ndim == 3), object_size=object_size)
         started = time.perf_counter()
         pred = drive(segment_iter(image, model, options))
         seconds += time.perf_counter() - started
@@ -82,9 +79,6 @@ def main() -> None:
     parser.add_argument(
         "--object-size", choices=("auto",), default=None, help="estimate each image's object size first"
     )
-    parser.add_argument(
-        "--augment", action="store_true", help="test-time augmentation: average 8 flips/rotations"
-    )
     parser.add_argument("--out", type=Path, default=None, help="JSON path (a .md table is written beside it)")
     args = parser.parse_args()
 
@@ -96,9 +90,7 @@ def main() -> None:
     for name, entries in sets.items():
         # held-out and val share a few images: segment each once
         todo = [e for e in entries if (e.folder, e.id) not in done]
-        triples, costs[name] = segment_entries(
-            model, todo, device=args.device, object_size=args.object_size, augment=args.augment
-        )
+        triples, costs[name] = segment_entries(model, todo, device=args.device, object_size=args.object_size)
         done |= {(e.folder, e.id): t for e, t in zip(todo, triples, strict=True)}
         triples = [done[e.folder, e.id] for e in entries]
         cards[name] = scorecard(triples)
@@ -113,7 +105,7 @@ def main() -> None:
         print(f"{name}: {len(entries)} images, AP@0.5 {cards[name]['ap50']:.3f}", flush=True)
     for scale in args.scales:
         triples, costs[f"val x{scale:g}"] = segment_entries(
-            model, sets["val"], scale, args.device, object_size=args.object_size, augment=args.augment
+            model, sets["val"], scale, args.device, object_size=args.object_size
         )
         cards[f"val x{scale:g}"] = scorecard(triples)
         print(f"val x{scale:g}: AP@0.5 {cards[f'val x{scale:g}']['ap50']:.3f}", flush=True)
@@ -127,7 +119,6 @@ def main() -> None:
     notes = [
         f"Model `{model.name}`, "
         + ("object size estimated per image" if args.object_size else "default settings")
-        + (", test-time augmentation (8 flips/rotations)" if args.augment else "")
         + f", {precision} on {device}, "
         f"{torch.get_num_threads()} threads.",
         f"heldout = DSB groups {', '.join(groups.held_out)} ({args.groups.name}).",
@@ -142,7 +133,6 @@ def main() -> None:
         "model": model.name,
         "model_training_data": model.card.get("training", {}).get("data"),
         "object_size": args.object_size,
-        "augment": args.augment,
         "data": {"dsb2018": str(args.data), "bbbc039": str(args.bbbc039), "groups": str(args.groups)},
         "held_out_groups": groups.held_out,
         "scores": cards,

@@ -77,21 +77,3 @@ def test_gpu_batch_follows_free_memory(net, monkeypatch):
     for free, expected in ((10 * per_tile, 5), (per_tile, 1), (1000 * per_tile, 32)):
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 2 * free))
         assert predictor._batch_for_free_memory() == expected
-
-
-@pytest.mark.parametrize("shape", [(64, 64), (96, 160)])
-def test_augmented_maps_turn_with_the_image(net, shape):
-    """Averaged over the 8 flips and quarter turns, the maps of a turned or mirrored image are the
-    maps turned or mirrored alike, on tiles or whole; a plain prediction is not (the check can fail)."""
-    image = np.random.default_rng(2).random(shape, dtype=np.float32)
-    turned = np.ascontiguousarray(np.rot90(image)[:, ::-1])
-
-    def maps(augment: bool, plane: np.ndarray, tile: int = 100_000) -> np.ndarray:
-        return Predictor(net, "cpu", "fp32", tile_size=tile, augment=augment).predict(plane)
-
-    def turn(m: np.ndarray) -> np.ndarray:
-        return np.rot90(m, axes=(1, 2))[:, :, ::-1]
-
-    np.testing.assert_allclose(maps(True, turned), turn(maps(True, image)), atol=1e-5)
-    np.testing.assert_allclose(maps(True, image, tile=64), maps(True, image), atol=1e-5)
-    assert np.abs(maps(False, turned) - turn(maps(False, image))).max() > 1e-2

@@ -40,8 +40,6 @@ class SegmentOptions:
     #: Typical object diameter in pixels (the image is rescaled to the model's training size),
     #: "auto" to estimate it from a first pass, or None to use the image as it is.
     object_size: float | str | None = None
-    #: Average the maps over the 8 flips and quarter turns of every tile (8x the compute).
-    augment: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,7 @@ GPUs with bf16 (fp16 on older ones) and on CPUs with native bf16 instructions (s
 :mod:`.cpu_features`: emulated bf16 is about 2x slower than fp32), fp32 elsewhere; always with
 channels-last memory. On a GPU, the batch is sized from free memory, tiles go up from pinned
 memory and are stitched on the device. Out of memory, the predictor halves the batch, then the
-tile, then stops with a clear message. With ``augment``, every tile is also predicted flipped and
-rotated (the 8 symmetries of a square) and the maps averaged back in place: 8x the compute for
-maps that depend less on how the sample lies under the camera.
+tile, then stops with a clear message.
 """
 
 from __future__ import annotations
@@ -117,17 +115,6 @@ def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    """(N, C, H, W) rotated by k quarter turns, then mirrored left-right if ``flip``."""
-    x = torch.rot90(x, k, dims=(2, 3))
-    return torch.flip(x, dims=(3,)) if flip else x
-
-
-def _dihedral_inverse(y: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    y = torch.flip(y, dims=(3,)) if flip else y
-    return torch.rot90(y, -k, dims=(2, 3))
-
-
 class Predictor:
     """Overlap-tile inference of a :class:`UNet`; outputs sigmoid probability maps."""
 
@@ -139,9 +126,7 @@ class Predictor:
         tile_size: int = DEFAULT_TILE,
         halo: int | None = None,
         batch_size: int | None = None,
-        augment: bool = False,
     ) -> None:
-        self.augment = augment
         self.device = resolve_device(device)
         self.dtype = autocast_dtype(self.device, precision)
         self.net = in_memory_format(fused_for_inference(net).to(self.device), torch.channels_last)
@@ -175,14 +160,8 @@ class Predictor:
         with torch.autocast(
             self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
         ):
-            if not self.augment:
-                return torch.sigmoid(self.net(x).float())
-            total = torch.zeros((x.shape[0], self.net.config.out_channels, *x.shape[2:]), device=x.device)
-            for k in range(4):
-                for flip in (False, True):
-                    view = _dihedral(x, k, flip)
-                    total += _dihedral_inverse(torch.sigmoid(self.net(view).float()), k, flip)
-            return total / 8
+            y = self.net(x)
+        return torch.sigmoid(y.float())
 
     def predict_iter(self, plane: np.ndarray) -> Generator[Progress, None, np.ndarray]:
         """Yield progress per batch of tiles; return (C, H, W) float32 probabilities."""

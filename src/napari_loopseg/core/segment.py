@@ -65,7 +65,6 @@ def segment_iter(
         tile_size=options.tile_size,
         halo=options.overlap,
         batch_size=options.batch_size,
-        augment=options.augment,
     )
     params = options.decode or model.decode_params
     norm = model.normalization
