@@ -127,8 +127,9 @@ def recipe(args: argparse.Namespace) -> dict:
             "saturation": args.saturation,
             "object_dimming": args.object_dimming,
             "object_crops": args.object_crops,
-            **({"small_boost": args.small_boost} if args.small_boost != 1.0 else {}),
         },
+        # models trained before 2026-11-22 weighed every object's left and right edges as touching
+        "loss_weights": {"touching": "between two objects", "small_boost": args.small_boost},
         "colour": args.colour,
     }
 

@@ -74,6 +74,9 @@ def test_figures_of_another_recipe_or_a_run_not_held_out_are_refused(script, mon
     zoomed = held_out_run(script, args, tmp_path, "nuclei-zoom", {}, scale_range=[0.5, 2.0])
     with pytest.raises(SystemExit, match="another recipe.*scale_range"):
         script.recipe_scores([zoomed], arch, script.recipe(args))
+    old_loss = held_out_run(script, args, tmp_path, "nuclei-old-loss", {}, loss_weights=None)
+    with pytest.raises(SystemExit, match="another recipe.*loss_weights"):
+        script.recipe_scores([old_loss], arch, script.recipe(args))
     everything = held_out_run(script, args, tmp_path, "nuclei-all", {}, selected_on="last step")
     with pytest.raises(SystemExit, match="not a held-out run"):
         script.recipe_scores([everything], arch, script.recipe(args))
