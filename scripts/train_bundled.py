@@ -59,7 +59,7 @@ log = logging.getLogger("train_bundled")
 TRAINING_OPTIONS = (
     "steps", "batch_size", "crop", "lr", "width", "depth", "seed", "kind_balance", "init",
     "holdout", "train_bbbc039", "validate_every", "scale", "gamma", "blur", "saturation",
-    "object_dimming", "object_crops", "small_boost", "colour",
+    "object_dimming", "object_crops", "small_boost", "rim_weight", "colour",
 )  # fmt: skip
 
 
@@ -129,7 +129,11 @@ def recipe(args: argparse.Namespace) -> dict:
             "object_crops": args.object_crops,
         },
         # models trained before 2026-11-22 weighed every object's left and right edges as touching
-        "loss_weights": {"touching": "between two objects", "small_boost": args.small_boost},
+        "loss_weights": {
+            "touching": "between two objects",
+            "small_boost": args.small_boost,
+            "rim_weight": args.rim_weight,
+        },
         "colour": args.colour,
     }
 
@@ -213,6 +217,12 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=1.0,
         help="loss weight of the smallest objects relative to 16 px ones (1: off)",
+    )
+    parser.add_argument(
+        "--rim-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of pixels within 2 px of an object's outline (1: off)",
     )
     augment.add_argument(
         "--colour",
@@ -302,6 +312,7 @@ def main() -> None:
         object_dimming=args.object_dimming,
         object_crops=args.object_crops,
         small_boost=args.small_boost,
+        rim_weight=args.rim_weight,
         validate_every=args.validate_every if args.holdout != "none" else 0,
         seed=args.seed,
         device=args.device,

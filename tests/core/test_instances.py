@@ -80,6 +80,16 @@ def test_small_objects_can_weigh_more_up_to_the_boost():
     assert 2.4 < boosted[55, 55] < 2.6
 
 
+def test_rim_weight_covers_every_side_of_an_outline_two_pixels_deep():
+    labels = np.zeros((40, 40), np.uint16)
+    labels[10:30, 10:30] = 1
+    weights = make_weights(labels, rim_weight=3)
+    for row, col in [(8, 20), (11, 20), (20, 8), (20, 31), (31, 20), (28, 28)]:  # all four sides
+        assert weights[row, col] == 3, (row, col)
+    assert weights[20, 20] == 1 and weights[5, 5] == 1 and weights[20, 6] == 1
+    assert (make_weights(labels) == 1).all()
+
+
 def test_watershed_by_region_equals_one_global_flood():
     """Flooding groups of regions apart (on threads) gives the global watershed's objects."""
     from scipy import ndimage as ndi

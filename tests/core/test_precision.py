@@ -96,6 +96,7 @@ def test_explicit_choices_and_the_environment_override(fake_cpu, monkeypatch, ca
 
 
 def test_bf16_on_a_gpu_without_it_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla K80")
     with pytest.raises(DeviceError, match=r"Tesla K80\) cannot run bf16"):

@@ -28,7 +28,7 @@ def large_planes(monkeypatch):
     monkeypatch.setattr(jobs, "BLOCKWISE_PLANE", 256 * 256)
     monkeypatch.setattr(jobs, "BLOCK_SIZE", 128)
     monkeypatch.setattr(finetune_module, "LARGE_PLANE", 256 * 256)
-    monkeypatch.setattr("napari_loopseg.core.bigdata.STATS_SAMPLE", 128 * 128)
+    monkeypatch.setattr("napari_loopseg.core.normalize.STATS_SAMPLE", 128 * 128)
     return jobs
 
 

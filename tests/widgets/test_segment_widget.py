@@ -241,7 +241,7 @@ def lazy_setup(widget, viewer, monkeypatch):
 
     monkeypatch.setattr(jobs, "BLOCKWISE_PLANE", 256 * 256)
     monkeypatch.setattr(jobs, "BLOCK_SIZE", 128)
-    monkeypatch.setattr("napari_loopseg.core.bigdata.STATS_SAMPLE", 128 * 128)
+    monkeypatch.setattr("napari_loopseg.core.normalize.STATS_SAMPLE", 128 * 128)
     image = make_nuclei((900, 800), seed=21)[0]
     storage = _ChunkLog(image)
     materialised: list[int] = []

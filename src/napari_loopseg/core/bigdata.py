@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .instances import decode
-from .normalize import IntensityMap, intensity_map, to_grey
+from .normalize import IntensityMap, intensity_map, strided_sample, to_grey
 from .options import DEFAULT_BLOCK, DEFAULT_MODEL
 from .progress import drive, relay
 from .registry import Model, load_model, load_model_once
@@ -27,7 +27,6 @@ from .segment import SegmentProgress
 from .tiling import round_up
 
 DEFAULT_LINK = 96  # wider than the nuclei the bundled model finds
-STATS_SAMPLE = 4_000_000  # pixels read (strided) for the intensity statistics
 #: Blocks segmented at a time in this process: torch already uses every core within one block;
 #: a second overlaps its reading and decoding. More would only multiply memory.
 LOCAL_BLOCKS = 2
@@ -298,7 +297,7 @@ def segment_large_iter(
     shape = (int(image.shape[0]), int(image.shape[1]))
     norm = loaded.normalization
     yield SegmentProgress(0.0, "reading intensity statistics")
-    stats = intensity_map(to_grey(_strided(image, rgb), rgb, norm.colour), norm)
+    stats = intensity_map(to_grey(np.asarray(strided_sample(image)), rgb, norm.colour), norm)
     blocks = plan_blocks(shape, round_up(block_size, loaded.net.multiple), link, halo)
     on_disk = out is not None and not isinstance(out, np.ndarray)
     target = out if on_disk else None
@@ -327,9 +326,3 @@ def segment_large_iter(
 def segment_large(image, model: Model | str = DEFAULT_MODEL, **kwargs):
     """:func:`segment_large_iter` run to completion (for scripts and the API)."""
     return drive(segment_large_iter(image, model, **kwargs))
-
-
-def _strided(image, rgb: bool):
-    """A strided sample of a (possibly lazy) image for the intensity statistics."""
-    step = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / STATS_SAMPLE))))
-    return np.asarray(image[::step, ::step])

@@ -16,7 +16,9 @@ from .errors import InputError
 
 Invert = Literal["auto", "yes", "no"]
 Colour = Literal["luminance", "haematoxylin"]
-_SAMPLE_PIXELS = 4_000_000
+#: Pixels (strided) the intensity statistics read: the same sample for an in-memory plane and a
+#: huge or lazy one segmented block by block, so both are normalised alike.
+STATS_SAMPLE = 4_000_000
 MIN_SIDE = 4
 _LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 
@@ -53,8 +55,10 @@ def check_dtype(array: np.ndarray) -> None:
         raise InputError(f"unsupported pixel type {array.dtype}: expected integers or floats")
 
 
-def _sample(plane: np.ndarray) -> np.ndarray:
-    step = max(1, int(np.ceil(np.sqrt(plane.size / _SAMPLE_PIXELS))))
+def strided_sample(plane):
+    """Every n-th row and column of a (H, W, ...) numpy, dask or zarr plane, at most
+    ``STATS_SAMPLE`` pixels: percentiles without reading (or sorting) all of a huge plane."""
+    step = max(1, int(np.ceil(np.sqrt(plane.shape[0] * plane.shape[1] / STATS_SAMPLE))))
     return plane[::step, ::step]
 
 
@@ -109,7 +113,8 @@ def intensity_map(grey: np.ndarray, norm: Normalization = Normalization()) -> In
     ``invert="auto"`` flips images whose background is bright (brightfield, H&E stains), judged
     by where the median (the background in sparse images) lies between the percentiles.
     """
-    sample = np.asarray(_sample(grey), dtype=np.float32)  # strided first: a dask array loads only the sample
+    # strided first: a dask array loads only the sample
+    sample = np.asarray(strided_sample(grey), dtype=np.float32)
     finite = sample[np.isfinite(sample)]
     if finite.size == 0:
         raise InputError("image has no finite pixel values")

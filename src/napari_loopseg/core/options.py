@@ -68,6 +68,8 @@ class TrainConfig:
     object_crops: float = 0.0
     #: Loss weight of the smallest objects, relative to those of targets.SMALL_DIAMETER px (1 = off).
     small_boost: float = 1.0
+    #: Loss weight of pixels within 2 px of an object's outline (1 = off).
+    rim_weight: float = 1.0
     freeze_norm: bool = False
     validate_every: int = 0
     seed: int = 0

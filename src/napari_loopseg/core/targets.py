@@ -8,8 +8,9 @@ Three maps, decoded back to instances by :mod:`.instances`:
 
 Weights follow the U-Net paper's idea: pixels where two objects nearly touch weigh more, and
 pixels the user has not reviewed weigh zero, so fine-tuning learns only from what was checked.
-Optionally, small objects weigh more: in a pixel-weighted loss a 6 px nucleus counts for a
-fiftieth of a 40 px one, and dense fields of small nuclei are where the model under-counts.
+Optionally, every object's rim weighs more (outlines are where instances are won or lost), and
+small objects weigh more: in a pixel-weighted loss a 6 px nucleus counts for a fiftieth of a
+40 px one, and dense fields of small nuclei are where the model under-counts.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def _touching_zone(labels: np.ndarray, radius: int = 2) -> np.ndarray:
     high = ndi.maximum_filter(lab, size=size)
     low = ndi.minimum_filter(np.where(lab > 0, lab, background), size=size)
     return (high > 0) & (low < background) & (high != low)
+
+
+def _rim(labels: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Pixels within ``radius`` of any object's outline, inside and out."""
+    size = 2 * radius + 1
+    high = ndi.maximum_filter(labels, size=size)
+    return (high > 0) & (high != ndi.minimum_filter(labels, size=size))
 
 
 def make_targets(labels: np.ndarray) -> np.ndarray:
@@ -65,11 +73,16 @@ def _small_object_weights(labels: np.ndarray, boost: float) -> np.ndarray:
 
 
 def make_weights(
-    labels: np.ndarray, reviewed: np.ndarray | None = None, small_boost: float = 1.0
+    labels: np.ndarray,
+    reviewed: np.ndarray | None = None,
+    small_boost: float = 1.0,
+    rim_weight: float = 1.0,
 ) -> np.ndarray:
-    """(H, W) float32 loss weights: 1, more where objects touch (and in small objects when
-    ``small_boost`` > 1), 0 where not reviewed."""
+    """(H, W) float32 loss weights: 1, more where objects touch (and on object rims when
+    ``rim_weight`` > 1, in small objects when ``small_boost`` > 1), 0 where not reviewed."""
     weights = np.ones(labels.shape, np.float32)
+    if rim_weight > 1.0:
+        weights[_rim(labels)] = rim_weight
     weights[_touching_zone(labels)] = TOUCH_WEIGHT
     if small_boost > 1.0 and labels.any():
         weights *= _small_object_weights(labels, small_boost)

@@ -91,8 +91,7 @@ class CropSampler:
         # to hold 4 float maps of (the bundled-model script's large images) keep per-crop targets.
         whole = tuple(config.scale_range) == (1.0, 1.0) and config.object_dimming == 1.0
         self.maps = [
-            _whole_maps(s, config.small_boost) if whole and s.labels.size <= CACHE_PIXELS else None
-            for s in samples
+            _whole_maps(s, config) if whole and s.labels.size <= CACHE_PIXELS else None for s in samples
         ]
 
     def _window(self, index: int, size: int) -> tuple[int, int]:
@@ -159,7 +158,7 @@ class CropSampler:
         if cfg.elastic > 0:
             image, labels, valid = _elastic(image, labels, valid, cfg.elastic, self.rng)
         targets = make_targets(labels)
-        weights = make_weights(labels, small_boost=cfg.small_boost) * valid
+        weights = make_weights(labels, small_boost=cfg.small_boost, rim_weight=cfg.rim_weight) * valid
         return self._finish(image, targets, weights)
 
     def _cached_crop(self, image: np.ndarray, maps: np.ndarray, size: int):
@@ -199,9 +198,9 @@ class CropSampler:
         )
 
 
-def _whole_maps(sample: Sample, small_boost: float) -> np.ndarray:
+def _whole_maps(sample: Sample, config: TrainConfig) -> np.ndarray:
     """(4, H, W) float32: foreground, boundary, distance, loss weight (0 where not reviewed)."""
-    weights = make_weights(sample.labels, sample.reviewed, small_boost)
+    weights = make_weights(sample.labels, sample.reviewed, config.small_boost, config.rim_weight)
     return np.concatenate([make_targets(sample.labels), weights[None]])
 
 
