@@ -26,7 +26,6 @@ asked).
 from __future__ import annotations
 
 import argparse
-import itertools
 import logging
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from napari_loopseg.core.datasets import (
     evaluation_sets,
     training_entries,
 )
+from napari_loopseg.core.decode_tuning import selection_score, tune_decode
 from napari_loopseg.core.instances import DecodeParams, decode
 from napari_loopseg.core.metrics import Counts, scorecard, weak_spots
 from napari_loopseg.core.normalize import Colour, Normalization, normalize_plane
@@ -82,29 +82,8 @@ def predict_maps(net: UNet, samples: list[Sample], device: str = "auto") -> list
     return [predictor.predict(s.image) for s in samples]
 
 
-def score(maps: list[np.ndarray], samples: list[Sample], params: DecodeParams) -> dict[str, float]:
-    counts = Counts()
-    for m, s in zip(maps, samples, strict=True):
-        counts.add(s.labels, decode(m, params))
-    return counts.summary()
-
-
-def selection_score(summary: dict[str, float]) -> float:
-    """What checkpoints and decode thresholds are chosen on: AP@0.5 + mean AP@0.5:0.95."""
-    return summary["ap50"] + summary["map"]
-
-
-def tune_decode(maps: list[np.ndarray], samples: list[Sample]) -> tuple[DecodeParams, dict]:
-    """Grid search of decode thresholds on the held-out groups, maximising :func:`selection_score`."""
-    best, best_scores = DecodeParams(), None
-    grid = itertools.product((0.3, 0.4, 0.5, 0.6), (0.1, 0.15, 0.2, 0.3, 0.4, 0.5), (6, 12, 24))
-    for fg, seed, min_area in grid:
-        params = DecodeParams(foreground=fg, seed=seed, min_area=min_area)
-        scores = score(maps, samples, params)
-        log.info("decode fg=%.2f seed=%.2f min_area=%d -> %s", fg, seed, min_area, scores)
-        if best_scores is None or selection_score(scores) > selection_score(best_scores):
-            best, best_scores = params, scores
-    return best, best_scores
+def log_decode(params: DecodeParams, scores: dict[str, float]) -> None:
+    log.info("decode %s -> %s", params, scores)
 
 
 def described(path: Path) -> str:
@@ -410,7 +389,7 @@ def main() -> None:
         net.load_state_dict(half_rounded(load_checkpoint(best_file)[0]["model"]))
         net.eval()
         maps = predict_maps(net, sets["heldout"], args.device)
-        params, tuned = tune_decode(maps, sets["heldout"])
+        params, tuned = tune_decode(maps, [s.labels for s in sets["heldout"]], report=log_decode)
         log.info("best step %d, tuned %s -> %s", best["step"], params, tuned)
         predictor = Predictor(net, device=args.device)
         for name, samples in sets.items():

@@ -86,3 +86,20 @@ def test_overview_levels_subsample_labels(tmp_path):
         [1.0, 0.5],
         [2.0, 1.0],
     ]
+
+
+def test_blocks_match_in_memory_with_dynamic_seeds(tiny_model, image, model_dir):
+    """Seeds chosen by their dynamic (the bundled model's rule) depend on whole clumps of
+    foreground, not on one pixel: blocks still find the in-memory objects."""
+    from napari_loopseg.core.instances import DecodeParams
+    from napari_loopseg.core.registry import load_model, save_model
+
+    card = dict(tiny_model.card, name="tiny-dynamic")
+    card["decode"] = DecodeParams(foreground=0.5, min_area=12, seed_dynamic=0.2, seed_smoothing=1.0).to_dict()
+    save_model(tiny_model.net, card, model_dir)
+    dynamic = load_model("tiny-dynamic")
+    reference = segment(image, model=dynamic, precision="fp32")
+    blocked = segment_large(
+        image, model="tiny-dynamic", block_size=128, scheduler="threads", precision="fp32"
+    )
+    _same_objects(reference, blocked)

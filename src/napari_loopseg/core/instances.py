@@ -3,6 +3,12 @@
 Decoding globally (never per tile) is what keeps a nucleus that crosses a tile edge in one piece.
 Seeds are the confident centres (high distance, low boundary); a watershed on the distance map
 grows them over the foreground, which separates touching nuclei along their shared contour.
+
+Seeds come either from a threshold on the centre map or, when ``seed_dynamic`` is set, from its
+maxima that stand out by at least that much (h-maxima, found by merging watershed basins): a
+threshold merges touching nuclei whose saddle stays above it and splits a textured nucleus with two
+dips, while a maximum's height above its saddle asks how distinct a centre is, whatever its level.
+On held-out acquisitions this took AP@0.5 from 0.673 to 0.713 (benchmarks/results/decode-seeds.md).
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ class DecodeParams:
     seed: float = 0.4
     min_seed_area: int = 4
     min_area: int = 12
+    #: > 0: seeds are the maxima of the (smoothed) centre map rising this far above their saddle
+    #: (``seed`` and ``min_seed_area`` then unused); 0: seeds are where it exceeds ``seed``.
+    seed_dynamic: float = 0.0
+    #: Gaussian sigma (pixels) smoothing the centre map before its maxima are taken.
+    seed_smoothing: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,9 +46,13 @@ class DecodeParams:
             seed=float(data.get("seed", cls.seed)),
             min_seed_area=int(data.get("min_seed_area", cls.min_seed_area)),
             min_area=int(data.get("min_area", cls.min_area)),
+            seed_dynamic=float(data.get("seed_dynamic", cls.seed_dynamic)),
+            seed_smoothing=float(data.get("seed_smoothing", cls.seed_smoothing)),
         )
         if not (0 < params.foreground < 1 and 0 < params.seed < 1):
             raise ValueError(f"decode thresholds must lie in (0, 1): {data}")
+        if not (0 <= params.seed_dynamic < 1 and 0 <= params.seed_smoothing <= 10):
+            raise ValueError(f"seed_dynamic must lie in [0, 1) and seed_smoothing in [0, 10]: {data}")
         return params
 
 
@@ -121,14 +136,96 @@ def decode(maps: np.ndarray, params: DecodeParams = DecodeParams()) -> np.ndarra
         raise ValueError(f"expected (3, H, W) maps, got {maps.shape}")
     foreground, boundary, distance = maps[0], maps[1], maps[2]
     mask = foreground > params.foreground
-    seeds_mask = mask & (distance * (1.0 - boundary) > params.seed)
-    seeds, _ = ndi.label(seeds_mask)
-    seeds = _remove_small(seeds, params.min_seed_area)
-    labels = watershed_by_region(-distance, seeds, mask)
+    centres = distance * (1.0 - boundary)
+    if params.seed_dynamic > 0:
+        if params.seed_smoothing > 0:
+            centres = ndi.gaussian_filter(centres.astype(np.float32, copy=False), params.seed_smoothing)
+        labels = watershed_by_dynamics(centres, mask, params.seed_dynamic)
+    else:
+        seeds, _ = ndi.label(mask & (centres > params.seed))
+        labels = watershed_by_region(-distance, _remove_small(seeds, params.min_seed_area), mask)
     orphans, _ = ndi.label(mask & (labels == 0))  # foreground blobs that got no seed
     labels = np.where(orphans > 0, orphans + labels.max(), labels)
     labels = _remove_small(labels, params.min_area)
     return relabel_sequential(labels)
+
+
+def watershed_by_dynamics(height: np.ndarray, mask: np.ndarray, dynamic: float) -> np.ndarray:
+    """Instance labels inside ``mask``, one per maximum of ``height`` whose dynamic (its rise above
+    the highest saddle leading to a higher maximum) is at least ``dynamic``, the highest maximum
+    of each connected part of the mask always counting: a watershed of ``height`` from those
+    maxima (skimage.morphology.h_maxima's seeds, restricted to the mask).
+
+    Found from one watershed of all maxima and two passes of a union-find over the basins' saddles,
+    highest first (the watershed as a maximum spanning forest on the basin graph): h_maxima's grey
+    reconstruction alone took 3.5 s on a 2048^2 plane, this whole function about a tenth of that.
+    """
+    peaks = mask & (ndi.maximum_filter(height, size=3) == height) & (height > 0)
+    markers, count = ndi.label(peaks)
+    if count <= 1:
+        return watershed_by_region(-height, markers, mask) if count else markers
+    basins = watershed_by_region(-height, markers, mask)
+    top = np.zeros(count + 1)
+    top[markers[peaks]] = height[peaks]  # a basin's highest pixel is its maximum
+    first, second, saddle = _saddles(height, basins)
+    edges = list(zip(first.tolist(), second.tolist(), saddle.tolist(), strict=True))
+
+    # Pass 1, the component tree: when two components meet at a saddle, the lower summit's
+    # dynamic is known (its summit minus the saddle).
+    parent, summit = np.arange(count + 1), np.arange(count + 1)
+    seed = np.ones(count + 1, bool)
+    for a, b, level in edges:
+        ra, rb = _root(parent, a), _root(parent, b)
+        if ra == rb:
+            continue
+        if top[summit[ra]] > top[summit[rb]]:
+            ra, rb = rb, ra
+        seed[summit[ra]] = top[summit[ra]] - level >= dynamic
+        parent[ra] = rb
+    # Pass 2, flooding: a basin joins the seeded region that reaches it over the highest saddle;
+    # two seeded regions never join.
+    parent = np.arange(count + 1)
+    for a, b, _ in edges:
+        ra, rb = _root(parent, a), _root(parent, b)
+        if ra != rb and not (seed[ra] and seed[rb]):
+            if seed[ra]:
+                ra, rb = rb, ra
+            parent[ra] = rb
+    owner = np.array([_root(parent, i) for i in range(count + 1)])
+    owner[0] = 0
+    return owner[basins]
+
+
+def _root(parent: np.ndarray, i: int) -> int:
+    """Union-find root, halving the path on the way."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return int(i)
+
+
+def _saddles(height: np.ndarray, basins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(basin a, basin b, saddle) for every pair of touching basins, highest saddle first: the
+    highest of the lower heights of two 4-neighbours, one in each basin."""
+    keys, levels = [], []
+    for axis in (0, 1):
+        here = basins[:-1] if axis == 0 else basins[:, :-1]
+        there = basins[1:] if axis == 0 else basins[:, 1:]
+        low = np.minimum(height[:-1], height[1:]) if axis == 0 else np.minimum(height[:, :-1], height[:, 1:])
+        cross = (here != there) & (here > 0) & (there > 0)
+        a, b = here[cross].astype(np.int64), there[cross].astype(np.int64)
+        keys.append(np.minimum(a, b) * (int(basins.max()) + 1) + np.maximum(a, b))
+        levels.append(low[cross])
+    key, level = np.concatenate(keys), np.concatenate(levels).astype(np.float64)
+    if key.size == 0:
+        return key, key, level
+    order = np.lexsort((-level, key))  # by pair, highest saddle first within each pair
+    key, level = key[order], level[order]
+    first_of_pair = np.concatenate([[True], key[1:] != key[:-1]])
+    key, level = key[first_of_pair], level[first_of_pair]
+    by_level = np.argsort(-level, kind="stable")
+    a, b = np.divmod(key[by_level], int(basins.max()) + 1)
+    return a, b, level[by_level]
 
 
 def carry_ids(new: np.ndarray, old: np.ndarray, reserved: np.ndarray | None = None) -> np.ndarray:

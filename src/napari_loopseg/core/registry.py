@@ -301,9 +301,11 @@ def next_version_name(parent: str) -> str:
     return f"{stem}-ft-{number}"
 
 
-def _rewrite_card(path: Path, card: dict, new_path: Path) -> None:
+def rewrite_card(path: Path, card: dict, new_path: Path | None = None) -> None:
+    """The same weights with another card, written atomically to ``new_path`` (default: in place)."""
     from safetensors.torch import load_file, save_file
 
+    new_path = path if new_path is None else new_path
     state = load_file(str(path))
     text = json.dumps(card, indent=2, sort_keys=True)
     _atomic_write(new_path, lambda tmp: save_file(state, tmp, metadata={CARD_KEY: text}))
@@ -319,14 +321,14 @@ def rename_model(old: str, new: str) -> Path:
         raise ModelError(f"a model named {new!r} already exists")
     card = load_path(path).card
     new_path = path.with_name(f"{new}.safetensors")
-    _rewrite_card(path, {**card, "name": new}, new_path)
+    rewrite_card(path, {**card, "name": new}, new_path)
     path.unlink()
     path.with_suffix(".json").unlink(missing_ok=True)
     for child in model_paths().values():
         if child.parent != bundled_dir():
             child_card = _read_card(child)
             if child_card.get("parent") == old:
-                _rewrite_card(child, {**child_card, "parent": new}, child)
+                rewrite_card(child, {**child_card, "parent": new}, child)
     return new_path
 
 

@@ -9,7 +9,7 @@ resized back, so labels keep the original pixel grid and smooth outlines.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -136,11 +136,12 @@ def _resize(stack: np.ndarray, shape: tuple[int, ...], antialias: bool) -> np.nd
 
 
 def scaled_params(params: DecodeParams, factor: float) -> DecodeParams:
-    """Area thresholds (set at the model's scale) in the original image's pixels."""
+    """Area thresholds and the seed smoothing (set at the model's scale) in the original image's
+    pixels."""
     area = 1.0 / factor**2
-    return DecodeParams(
-        foreground=params.foreground,
-        seed=params.seed,
+    return replace(
+        params,
         min_seed_area=max(1, round(params.min_seed_area * area)),
         min_area=max(1, round(params.min_area * area)),
+        seed_smoothing=params.seed_smoothing / factor,
     )
