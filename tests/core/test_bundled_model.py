@@ -47,6 +47,14 @@ def test_each_figure_is_that_of_the_held_out_model_it_names(bundled):
         assert {**source["metrics"][name], "scored_model": source["name"]} == scores
 
 
+def test_decodes_as_the_held_out_run_whose_figures_it_shows(bundled):
+    """Its held-out figures hold for its own decode rule: the one chosen for that run."""
+    folder = Path(__file__).parents[2] / "benchmarks" / "models"
+    earned_by = bundled.card["metrics"]["dsb2018_heldout"]["scored_model"]
+    assert load_path(folder / f"{earned_by}.safetensors").decode_params == bundled.decode_params
+    assert bundled.decode_params.seed_dynamic > 0  # seeds by dynamic (benchmarks/results/decode-seeds-*.md)
+
+
 def test_segments_the_synthetic_sample_sensibly(bundled):
     (image, _, _), (truth, _, _) = nuclei()
     labels = napari_loopseg.segment(image, model=bundled)

@@ -8,7 +8,7 @@ Seeds come either from a threshold on the centre map or, when ``seed_dynamic`` i
 maxima that stand out by at least that much (h-maxima, found by merging watershed basins): a
 threshold merges touching nuclei whose saddle stays above it and splits a textured nucleus with two
 dips, while a maximum's height above its saddle asks how distinct a centre is, whatever its level.
-On held-out acquisitions this took AP@0.5 from 0.673 to 0.713 (benchmarks/results/decode-seeds.md).
+On held-out acquisitions this took AP@0.5 from 0.673 to 0.715 (benchmarks/results/decode-seeds.md).
 """
 
 from __future__ import annotations
