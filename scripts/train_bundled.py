@@ -43,7 +43,7 @@ from napari_loopseg.core.datasets import (
     evaluation_sets,
     training_entries,
 )
-from napari_loopseg.core.decode_tuning import selection_score, tune_decode
+from napari_loopseg.core.decode_tuning import dynamic_grid, selection_score, tune_decode
 from napari_loopseg.core.instances import DecodeParams, decode
 from napari_loopseg.core.metrics import Counts, scorecard, weak_spots
 from napari_loopseg.core.normalize import Colour, Normalization, normalize_plane
@@ -54,6 +54,10 @@ from napari_loopseg.core.train import Sample, TrainConfig, train_iter
 from napari_loopseg.core.unet import UNet, UNetConfig
 
 log = logging.getLogger("train_bundled")
+
+#: Checkpoints are compared with the decode the shipped model uses (benchmarks/results/decode-seeds.md);
+#: the chosen checkpoint's own thresholds are tuned at the end (core.decode_tuning.dynamic_grid).
+VALIDATION_DECODE = DecodeParams(foreground=0.3, min_area=24, seed_dynamic=0.15, seed_smoothing=1.5)
 
 #: Options that change what training computes: a resumed run must keep them.
 TRAINING_OPTIONS = (
@@ -328,14 +332,15 @@ def main() -> None:
     )
 
     def validate(model: UNet) -> dict:
-        """Default thresholds; every third BBBC039 image (all of them at the end)."""
+        """The shipped rule's thresholds (VALIDATION_DECODE); every third BBBC039 image (all of
+        them at the end)."""
         predictor = Predictor(model, device=args.device)
         out = {}
         for name, samples in sets.items():
             samples = samples[::3] if name == "bbbc039" else samples
             counts = Counts()
             for s in samples:
-                counts.add(s.labels, decode(predictor.predict(s.image), DecodeParams()))
+                counts.add(s.labels, decode(predictor.predict(s.image), VALIDATION_DECODE))
             out[name] = {k: round(v, 4) for k, v in counts.summary().items()}
         return out
 
@@ -389,7 +394,7 @@ def main() -> None:
         net.load_state_dict(half_rounded(load_checkpoint(best_file)[0]["model"]))
         net.eval()
         maps = predict_maps(net, sets["heldout"], args.device)
-        params, tuned = tune_decode(maps, [s.labels for s in sets["heldout"]], report=log_decode)
+        params, tuned = tune_decode(maps, [s.labels for s in sets["heldout"]], dynamic_grid(), log_decode)
         log.info("best step %d, tuned %s -> %s", best["step"], params, tuned)
         predictor = Predictor(net, device=args.device)
         for name, samples in sets.items():

@@ -47,12 +47,12 @@ def score(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], params: Deco
 def tune_decode(
     maps: Sequence[np.ndarray],
     truths: Sequence[np.ndarray],
-    grid: Iterable[DecodeParams] | None = None,
+    grid: Iterable[DecodeParams],
     report: Callable[[DecodeParams, dict[str, float]], None] | None = None,
 ) -> tuple[DecodeParams, dict[str, float]]:
-    """The grid's best thresholds by :func:`selection_score` (default grid: both seeding rules)."""
+    """The grid's best thresholds by :func:`selection_score`."""
     best, best_scores = DecodeParams(), None
-    for params in grid if grid is not None else threshold_grid() + dynamic_grid():
+    for params in grid:
         scores = score(maps, truths, params)
         if report is not None:
             report(params, scores)

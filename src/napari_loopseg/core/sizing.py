@@ -105,14 +105,18 @@ def refined_factor(labels: np.ndarray, reference: Diameters, factor: float) -> f
 
 def probed_factor(labels: np.ndarray, reference: Diameters) -> float | None:
     """The factor to segment at, from ``labels`` of the shrunk first pass (in the original pixels),
-    only when it calls for shrinking further than :data:`TOLERANCE` (nuclei too large for the
-    network); otherwise None, and a pass at the original size decides (the shrunk pass loses
-    small nuclei and merges crowded ones, so it cannot tell how far to enlarge)."""
+    only when they are larger than the training range (nuclei too large for the network);
+    otherwise None, and a pass at the original size decides (the shrunk pass loses small nuclei
+    and merges crowded ones, so it cannot tell how far to enlarge).
+
+    Nuclei within the range stay as they are, as after a pass at full size: a model whose median
+    lies low in its range (one trained without BBBC039: 15.6 px, range 9.5-49 px) shrank BBBC039's
+    28 px nuclei to 0.55x, and lost nearly all its micronuclei (benchmarks/results/estimate-probe.md).
+    """
     median = median_diameter(labels)
-    if median is None:
+    if median is None or median <= reference.high:
         return None
-    proposed = factor_for(median, reference)
-    return proposed if proposed < 1 / TOLERANCE else None
+    return factor_for(median, reference)
 
 
 def resize_plane(plane: np.ndarray, factor: float) -> np.ndarray:
