@@ -105,18 +105,14 @@ def refined_factor(labels: np.ndarray, reference: Diameters, factor: float) -> f
 
 def probed_factor(labels: np.ndarray, reference: Diameters) -> float | None:
     """The factor to segment at, from ``labels`` of the shrunk first pass (in the original pixels),
-    only when they are larger than the training range (nuclei too large for the network);
-    otherwise None, and a pass at the original size decides (the shrunk pass loses small nuclei
-    and merges crowded ones, so it cannot tell how far to enlarge).
-
-    Nuclei within the range stay as they are, as after a pass at full size: a model whose median
-    lies low in its range (one trained without BBBC039: 15.6 px, range 9.5-49 px) shrank BBBC039's
-    28 px nuclei to 0.55x, and lost nearly all its micronuclei (benchmarks/results/estimate-probe.md).
-    """
+    only when it calls for shrinking further than :data:`TOLERANCE` (nuclei too large for the
+    network); otherwise None, and a pass at the original size decides (the shrunk pass loses
+    small nuclei and merges crowded ones, so it cannot tell how far to enlarge)."""
     median = median_diameter(labels)
-    if median is None or median <= reference.high:
+    if median is None:
         return None
-    return factor_for(median, reference)
+    proposed = factor_for(median, reference)
+    return proposed if proposed < 1 / TOLERANCE else None
 
 
 def resize_plane(plane: np.ndarray, factor: float) -> np.ndarray:
@@ -141,8 +137,10 @@ def _resize(stack: np.ndarray, shape: tuple[int, ...], antialias: bool) -> np.nd
 
 def scaled_params(params: DecodeParams, factor: float) -> DecodeParams:
     """Area thresholds and the seed smoothing (set at the model's scale) in the original image's
-    pixels."""
-    area = 1.0 / factor**2
+    pixels. Area thresholds never grow: on an image shrunk to 0.55x, a 24 px minimum became 79 px
+    and removed every nucleus under 10 px across (BBBC039's micronuclei: 20% found at 1x, 2% after
+    the estimate shrank it; benchmarks/results/estimate-min-area.md)."""
+    area = min(1.0, 1.0 / factor**2)
     return replace(
         params,
         min_seed_area=max(1, round(params.min_seed_area * area)),
