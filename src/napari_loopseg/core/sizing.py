@@ -137,10 +137,8 @@ def _resize(stack: np.ndarray, shape: tuple[int, ...], antialias: bool) -> np.nd
 
 def scaled_params(params: DecodeParams, factor: float) -> DecodeParams:
     """Area thresholds and the seed smoothing (set at the model's scale) in the original image's
-    pixels. Area thresholds never grow: on an image shrunk to 0.55x, a 24 px minimum became 79 px
-    and removed every nucleus under 10 px across (BBBC039's micronuclei: 20% found at 1x, 2% after
-    the estimate shrank it; benchmarks/results/estimate-min-area.md)."""
-    area = min(1.0, 1.0 / factor**2)
+    pixels."""
+    area = 1.0 / factor**2
     return replace(
         params,
         min_seed_area=max(1, round(params.min_seed_area * area)),
