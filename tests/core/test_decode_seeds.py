@@ -6,7 +6,7 @@ from scipy import ndimage as ndi
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from napari_loopseg.core.decode_tuning import dynamic_grid, threshold_grid, tune_decode
+from napari_loopseg.core.decode_tuning import dynamic_grid, tune_decode
 from napari_loopseg.core.instances import DecodeParams, decode, watershed_by_dynamics
 from napari_loopseg.core.metrics import Counts, overlaps
 from napari_loopseg.core.sizing import scaled_params
@@ -85,5 +85,7 @@ def test_tuning_picks_the_rule_that_scores_best():
     truth[np.hypot(yy - 20, xx - 25) < 15] = 1
     truth[(np.hypot(yy - 20, xx - 55) < 15) & (xx >= 40)] = 2
     maps = [_two_bumps(saddle=0.6)]
-    best, scores = tune_decode(maps, [truth], threshold_grid() + dynamic_grid())
+    # the thresholds the earlier grid tried (0.1-0.5) all lie below this pair's saddle
+    thresholds = [DecodeParams(foreground=0.5, seed=seed, min_area=4) for seed in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    best, scores = tune_decode(maps, [truth], thresholds + dynamic_grid())
     assert best.seed_dynamic > 0 and scores["ap50"] == 1.0

@@ -1,8 +1,8 @@
 """Choosing decode thresholds on labelled images: one grid and one criterion for every caller.
 
 The bundled-model script tunes a finished model's thresholds on the held-out groups, and
-``benchmarks/decode_seeds.py`` compares the seeding rules on them: both read the grid from here,
-so a figure in the model card and one in the benchmark come from the same search.
+``benchmarks/decode_seeds.py`` compares them with a card's threshold seeds there: both read the
+grid from here, so a figure in the model card and one in the benchmark come from the same search.
 """
 
 from __future__ import annotations
@@ -19,12 +19,6 @@ from .metrics import Counts
 def selection_score(summary: dict[str, float]) -> float:
     """What checkpoints and decode thresholds are chosen on: AP@0.5 + mean AP@0.5:0.95."""
     return summary["ap50"] + summary["map"]
-
-
-def threshold_grid() -> list[DecodeParams]:
-    """Seeds where the centre map exceeds a threshold (the rule of models before 2026-12)."""
-    product = itertools.product((0.3, 0.4, 0.5, 0.6), (0.1, 0.15, 0.2, 0.3, 0.4, 0.5), (6, 12, 24))
-    return [DecodeParams(foreground=fg, seed=seed, min_area=area) for fg, seed, area in product]
 
 
 def dynamic_grid() -> list[DecodeParams]:
