@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from heldout import add_set_arguments
 from results_files import save
 
-from napari_loopseg.core.datasets import DEFAULT_GROUPS, Groups, evaluation_sets
+from napari_loopseg.core.datasets import Groups, evaluation_sets
 from napari_loopseg.core.decode_tuning import dynamic_grid, selection_score, tune_decode
 from napari_loopseg.core.instances import DecodeParams, decode
 from napari_loopseg.core.metrics import scorecard, scorecard_table
@@ -43,11 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018_train"))
-    parser.add_argument("--bbbc039", type=Path, default=Path("../shared/data/bbbc039"))
-    parser.add_argument("--groups", type=Path, default=DEFAULT_GROUPS)
-    parser.add_argument("--model", default="nuclei")
-    parser.add_argument("--device", default="auto")
+    add_set_arguments(parser)
     parser.add_argument("--out", type=Path, default=None, help="JSON path (a .md table is written beside it)")
     args = parser.parse_args()
 

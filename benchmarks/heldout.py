@@ -66,15 +66,20 @@ def segment_entries(
     return triples, cost
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data, grouping, model and device options of every benchmark scored on these sets."""
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018_train"))
     parser.add_argument("--bbbc039", type=Path, default=Path("../shared/data/bbbc039"))
     parser.add_argument("--groups", type=Path, default=DEFAULT_GROUPS)
     parser.add_argument("--model", default="nuclei")
     parser.add_argument("--device", default="auto")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_set_arguments(parser)
     parser.add_argument("--scales", type=float, nargs="*", default=[3.0], help="upscaled val checks")
     parser.add_argument(
         "--object-size", choices=("auto",), default=None, help="estimate each image's object size first"

@@ -55,9 +55,6 @@ from napari_loopseg.core.unet import UNet, UNetConfig
 
 log = logging.getLogger("train_bundled")
 
-#: Checkpoints are compared with the decode the shipped model uses (benchmarks/results/decode-seeds.md);
-#: the chosen checkpoint's own thresholds are tuned at the end (core.decode_tuning.dynamic_grid).
-VALIDATION_DECODE = DecodeParams(foreground=0.3, min_area=24, seed_dynamic=0.15, seed_smoothing=1.5)
 
 #: Options that change what training computes: a resumed run must keep them.
 TRAINING_OPTIONS = (
@@ -331,16 +328,19 @@ def main() -> None:
         {k: len(v) for k, v in sets.items()},
     )
 
+    shipped_decode = DecodeParams.from_dict(read_card(bundled_dir() / "nuclei.safetensors")["decode"])
+
     def validate(model: UNet) -> dict:
-        """The shipped rule's thresholds (VALIDATION_DECODE); every third BBBC039 image (all of
-        them at the end)."""
+        """The shipped model's decode thresholds (checkpoints are compared by the rule users get;
+        the chosen one's own are tuned at the end); every third BBBC039 image (all of them at the
+        end)."""
         predictor = Predictor(model, device=args.device)
         out = {}
         for name, samples in sets.items():
             samples = samples[::3] if name == "bbbc039" else samples
             counts = Counts()
             for s in samples:
-                counts.add(s.labels, decode(predictor.predict(s.image), VALIDATION_DECODE))
+                counts.add(s.labels, decode(predictor.predict(s.image), shipped_decode))
             out[name] = {k: round(v, 4) for k, v in counts.summary().items()}
         return out
 
