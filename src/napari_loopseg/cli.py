@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .core.cpu_features import PRECISIONS
 from .core.options import (
+    AUTO_SIZE,
     DEFAULT_BLOCK,
     DEFAULT_MODEL,
     DEFAULT_TILE,
@@ -21,6 +22,8 @@ from .progress_log import LineLog
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: ``--object-size`` value that segments images at their own scale.
+AS_IS = "none"
 PRECISION_HELP = (
     "auto (default): bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX, arm64 BF16), "
     "else fp32; $LOOPSEG_PRECISION replaces auto"
@@ -50,7 +53,7 @@ def _segment(args: argparse.Namespace) -> int:
             _error("segment zarr stores on their own, not mixed with other files")
             return EXIT_USAGE
         unsupported = {
-            "--object-size": args.object_size is not None,
+            "--object-size": args.object_size not in (None, AS_IS),
             "--overlap": args.overlap is not None,
             "--batch-size": args.batch_size is not None,
             "--channel-axis": args.channel_axis is not None,
@@ -59,6 +62,8 @@ def _segment(args: argparse.Namespace) -> int:
         if given:
             _error(f"{', '.join(given)} not supported for zarr stores (segmented block by block) yet")
             return EXIT_USAGE
+        if args.object_size is None:
+            print("loopseg: zarr stores are segmented at their own scale (no size estimate)", file=sys.stderr)
         return _segment_zarr(args, paths, model)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +116,7 @@ def _report_files(args: argparse.Namespace, paths: list[Path], events) -> int:
 
 
 def _object_size(text: str) -> float | str:
-    if text == "auto":
+    if text in (AUTO_SIZE, AS_IS):
         return text
     try:
         size = float(text)
@@ -122,9 +127,16 @@ def _object_size(text: str) -> float | str:
     return size
 
 
+def _object_size_option(given: float | str | None) -> float | str | None:
+    """What ``--object-size`` asks of SegmentOptions: its default when not given, None for 'none'."""
+    if given is None:
+        return SegmentOptions.object_size
+    return None if given == AS_IS else given
+
+
 def _segment_options(args: argparse.Namespace) -> dict:
     return {
-        "object_size": args.object_size,
+        "object_size": _object_size_option(args.object_size),
         "device": args.device,
         "tile_size": args.tile_size,
         "overlap": args.overlap,
@@ -434,9 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--object-size",
         type=_object_size,
         default=None,
-        metavar="PX|auto",
+        metavar="PX|auto|none",
         help="typical object diameter in pixels, rescaled to the model's training size; "
-        "'auto' estimates it from a first pass (default: use the image as it is)",
+        "'auto' (default) estimates it from a first pass; 'none' uses the image as it is",
     )
     seg.add_argument("--batch-size", type=int, default=None, metavar="N", help="tiles per batch")
     seg.add_argument("--channel-axis", type=int, default=None, metavar="A", help="axis holding channels")

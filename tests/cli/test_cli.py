@@ -250,12 +250,13 @@ def test_zarr_and_ome_zarr_block_by_block(tiny_model, tmp_path, capsys):
         {"version": "0.4", "axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}
     ]
     ome.create_array("0", shape=(1, *image.shape), chunks=(1, 100, 100), dtype="uint16")[:] = image[None]
-    reference = segment(image, model=tiny_model)
+    reference = segment(image, model=tiny_model, object_size=None)  # blocks keep their own scale
     common = ["--model", "tiny", "--block-size", "96", "--device", "cpu"]
     assert (
         main(["segment", str(tmp_path / "big.zarr"), "--out", str(tmp_path / "big_labels.zarr"), *common])
         == 0
     )
+    assert "segmented at their own scale" in capsys.readouterr().err
     assert (
         main(
             [
@@ -321,16 +322,28 @@ def test_empty_folder_and_bad_workers(tiny_model, tmp_path, capsys):
 
 
 def test_object_size_option(tiny_model, images, tmp_path, capsys):
+    from napari_loopseg.core.segment import segment
+
     folder, _ = images
     out = tmp_path / "out"
     image = tifffile.imread(folder / "lzw.tif")
-    tifffile.imwrite(folder / "big.tif", np.kron(image, np.ones((2, 2), image.dtype)))
+    enlarged = np.kron(image, np.ones((2, 2), image.dtype))
+    tifffile.imwrite(folder / "big.tif", enlarged)
     args = ["segment", str(folder / "lzw.tif"), str(folder / "big.tif"), "--out", str(out), "--model", "tiny"]
     median = tiny_model.diameters.median
     assert main([*args, "--object-size", str(2 * median), "--device", "cpu"]) == 0
     small, big = tifffile.imread(out / "lzw.tif"), tifffile.imread(out / "big.tif")
     assert small.shape == (140, 150) and big.shape == (280, 300) and big.max() > 0
     assert main([*args, "--object-size", "auto"]) == 0
+    estimated = tifffile.imread(out / "big.tif")
+    shutil.rmtree(out)
+    assert main(args) == 0  # estimated by default, as the Segment widget does
+    np.testing.assert_array_equal(tifffile.imread(out / "big.tif"), estimated)
+    shutil.rmtree(out)
+    assert main([*args, "--object-size", "none"]) == 0
+    as_is = tifffile.imread(out / "big.tif")
+    np.testing.assert_array_equal(as_is, segment(enlarged, model=tiny_model, object_size=None))
+    assert not np.array_equal(as_is, estimated)  # the estimate rescaled it: the default is not 'none'
     for bad in ("-3", "large"):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--object-size", bad])

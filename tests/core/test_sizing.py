@@ -1,5 +1,7 @@
 """Object size: measured diameters, when to rescale, and rescaling that keeps the pixel grid."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -116,6 +118,23 @@ def test_given_size_predicts_at_the_trained_scale_on_the_original_grid(tiny_mode
     assert _ap50(np.kron(native, np.ones((3, 3), native.dtype)), rescued) >= 0.9
     auto = segment(big, model="tiny", object_size="auto", precision="fp32")  # 3x: outside the range
     assert _ap50(rescued, auto) >= 0.9
+
+
+def test_size_is_estimated_by_default_where_the_model_records_one(tiny_model, caplog):
+    """One default for the widget, the command line and ``segment()``: the estimate; a model
+    without recorded training sizes segments the image as it is, and says why."""
+    image, _ = make_nuclei((160, 160), seed=3)
+    big = np.kron(image, np.ones((3, 3), image.dtype))
+    default = segment(big, model=tiny_model, precision="fp32")
+    np.testing.assert_array_equal(
+        default, segment(big, model=tiny_model, object_size="auto", precision="fp32")
+    )
+    as_is = segment(big, model=tiny_model, object_size=None, precision="fp32")
+    assert _ap50(default, as_is) < 0.9  # the estimate rescaled this image: the two differ
+    unsized = replace(tiny_model, card={k: v for k, v in tiny_model.card.items() if k != "object_diameters"})
+    with caplog.at_level("WARNING"):
+        np.testing.assert_array_equal(segment(big, model=unsized, precision="fp32"), as_is)
+    assert "does not record its training object size" in caplog.text
 
 
 def test_bad_sizes_are_named(tiny_model):

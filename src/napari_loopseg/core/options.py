@@ -21,6 +21,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Side of the blocks large images are segmented in (dask chunks, zarr chunks of the output).
 DEFAULT_BLOCK = 2048
 
+#: ``object_size`` value that estimates the objects' size from a first pass.
+AUTO_SIZE = "auto"
+
 #: Largest tile side: just below the tile size where the network's throughput per pixel drops (a
 #: cache cliff, measured in benchmarks/README.md); the plan evens tiles out below this bound.
 DEFAULT_TILE = 1008
@@ -38,8 +41,10 @@ class SegmentOptions:
     layout: Layout = field(default_factory=Layout)
     decode: DecodeParams | None = None
     #: Typical object diameter in pixels (the image is rescaled to the model's training size),
-    #: "auto" to estimate it from a first pass, or None to use the image as it is.
-    object_size: float | str | None = None
+    #: "auto" to estimate it from a first pass, or None to use the image as it is. "auto" by
+    #: default everywhere, so one click, ``loopseg segment`` and ``segment()`` agree and nuclei
+    #: 3x the training size come out whole (benchmarks/results/object-size-*.md).
+    object_size: float | str | None = AUTO_SIZE
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ so a napari worker and a plain loop drive the very same code.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from .instances import decode
 from .normalize import InputError, Layout, check_image, iter_planes, normalize_plane
-from .options import DEFAULT_MODEL, SegmentOptions
+from .options import AUTO_SIZE, DEFAULT_MODEL, SegmentOptions
 from .predict import Predictor
 from .progress import drive, relay
 from .registry import Model, load_model
@@ -31,6 +32,8 @@ from .sizing import (
     resize_plane,
     scaled_params,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,11 @@ def segment_iter(
 ) -> Generator[SegmentProgress, None, np.ndarray]:
     """Segment every plane of ``image``; returns labels shaped (stack..., H, W)."""
     lead, (height, width) = check_image(image, options.layout)
-    factor = None if options.object_size in (None, "auto") else _given_factor(model, options.object_size)
+    size = options.object_size
+    if size == AUTO_SIZE and model.diameters is None:
+        log.warning("model '%s' does not record its training object size: no estimate", model.name)
+        size = None
+    factor = None if size in (None, AUTO_SIZE) else _given_factor(model, size)
     predictor = Predictor(
         model.net,
         device=options.device,
@@ -75,7 +82,7 @@ def segment_iter(
         name = f"plane {done + 1}/{n_planes}: " if lead else ""
         normalized = normalize_plane(plane, options.layout.rgb, norm)
         labels = None
-        if factor is None and options.object_size == "auto":
+        if factor is None and size == AUTO_SIZE:
             factor, labels = yield from _estimate(predictor, normalized, params, model, base, n_planes, name)
         if labels is None:
             yield SegmentProgress(base, f"{name}predicting")
@@ -150,8 +157,8 @@ def _given_factor(model: Model, size) -> float:
 def segment(image, model: str | Model = DEFAULT_MODEL, **options) -> np.ndarray:
     """Instance labels for ``image`` (numpy or dask; 2D, stack, RGB or multichannel).
 
-    ``options``: device, precision, tile_size, overlap, batch_size, object_size, rgb,
-    channel_axis, channel.
+    ``options``: device, precision, tile_size, overlap, batch_size, object_size (default "auto":
+    estimated from a first pass; None: the image as it is), rgb, channel_axis, channel.
     """
     layout = Layout(
         rgb=bool(options.pop("rgb", False)),

@@ -28,7 +28,7 @@ from superqt import QCollapsible
 
 from ..core.cpu_features import PRECISIONS
 from ..core.normalize import InputError
-from ..core.options import DEFAULT_TILE, DEVICES, SegmentOptions
+from ..core.options import AUTO_SIZE, DEFAULT_TILE, DEVICES, SegmentOptions
 from .active_model import active_model
 from .layer_identity import same_layer
 from .layer_results import is_overlay
@@ -58,9 +58,8 @@ class SegmentWidget(QWidget):
         self.planes.setToolTip("For time-lapses and Z stacks: every plane, or the one on screen")
         self.size_mode = QComboBox()
         self.size_mode.addItems([SIZE_AS_IS, SIZE_AUTO, SIZE_GIVEN])
-        # one click segments nuclei of any size; what the estimate costs and gains at each scale:
-        # benchmarks/results/object-size-dsb-val*.md
-        self.size_mode.setCurrentText(SIZE_AUTO)
+        # one click segments nuclei of any size, as the command line does by default
+        self.size_mode.setCurrentText(SIZE_AUTO if SegmentOptions.object_size == AUTO_SIZE else SIZE_AS_IS)
         self.size_mode.setToolTip(
             "Nuclei much larger or smaller than the model's training data: give their diameter "
             "(measure one with a Shapes line) or let LoopSeg estimate it from a first pass"
