@@ -96,7 +96,10 @@ def _round(args, precision: str, base, train, test) -> dict:
     result["whole_image"] = {"before": before, "after": after, **timing}
 
     image, truth = train[0]
-    predicted = segment(image, model=base, device=device, precision=precision).astype(np.int32)
+    # at the images' own scale, as the recorded figures were measured (before the size estimate
+    # became segment()'s default)
+    opts = {"device": device, "precision": precision, "object_size": None}
+    predicted = segment(image, model=base, **opts).astype(np.int32)
     missed = _missed(truth, predicted)[: args.edits]
     corrected, touched = predicted.copy(), np.zeros(truth.shape, bool)
     for offset, object_id in enumerate(missed, start=1):
@@ -108,13 +111,11 @@ def _round(args, precision: str, base, train, test) -> dict:
     edits_model, edit_timing = run(
         [Pair(image, corrected, reviewed)], f"usiigaci-edits-{precision}", args.edit_steps
     )
-    segment(image, model=edits_model, device=device, precision=precision)  # what the widget does next
+    segment(image, model=edits_model, **opts)  # what the widget does next
     click_to_labels = time.perf_counter() - click
     similar_image, similar_truth = train[1]
-    missed_before = len(
-        _missed(similar_truth, segment(similar_image, model=base, device=device, precision=precision))
-    )
-    after_labels = segment(similar_image, model=edits_model, device=device, precision=precision)
+    missed_before = len(_missed(similar_truth, segment(similar_image, model=base, **opts)))
+    after_labels = segment(similar_image, model=edits_model, **opts)
     missed_after = len(_missed(similar_truth, after_labels))
     counts = Counts()
     counts.add(similar_truth, after_labels)
