@@ -9,7 +9,13 @@ from napari_loopseg.core.metrics import Counts
 from napari_loopseg.core.normalize import InputError
 from napari_loopseg.core.progress import drive
 from napari_loopseg.core.segment import segment
-from napari_loopseg.core.sizing import Diameters, object_diameters, probed_factor, refined_factor
+from napari_loopseg.core.sizing import (
+    Diameters,
+    object_diameters,
+    probed_factor,
+    refined_factor,
+    uncertainty,
+)
 from napari_loopseg.core.synthetic import make_nuclei
 
 
@@ -64,7 +70,7 @@ def test_estimate_starts_shrunk_so_large_nuclei_are_not_taken_for_fragments(monk
     def fake_pass(predictor, plane, params, factor, base, n_planes):
         factors.append(factor)
         yield from ()
-        return _discs(30)
+        return _discs(30), 0.2
 
     monkeypatch.setattr(segment_module, "_segment_plane", fake_pass)
 
@@ -87,7 +93,7 @@ def test_estimate_falls_back_to_full_size_when_shrunk_nuclei_vanish(monkeypatch)
     def fake_pass(predictor, plane, params, factor, base, n_planes):
         factors.append(factor)
         yield from ()
-        return {0.5: _discs(30), 1.0: _discs(11)}.get(factor, np.zeros((64, 64), np.uint16))
+        return {0.5: _discs(30), 1.0: _discs(11)}.get(factor, np.zeros((64, 64), np.uint16)), 0.2
 
     monkeypatch.setattr(segment_module, "_segment_plane", fake_pass)
 
@@ -98,6 +104,42 @@ def test_estimate_falls_back_to_full_size_when_shrunk_nuclei_vanish(monkeypatch)
         segment_module._estimate(None, np.zeros((512, 512), np.float32), None, Model(), 0.0, 1, "")
     )
     assert factors == [0.5, pytest.approx(20 / 60, rel=0.02), 1.0] and factor == 1.0
+
+
+def test_estimate_keeps_the_pass_the_network_was_surest_of(monkeypatch):
+    """Large nuclei fragment once resized too little, and fragments measure small, so refinements
+    run back towards the original size; the half-size pass, where the network was surest, wins."""
+    from napari_loopseg.core import segment as segment_module
+
+    found = {0.5: (_discs(22), 0.15), 20 / 44: (_discs(15), 0.19)}  # 44 px, then fragments of 30 px
+
+    def fake_pass(predictor, plane, params, factor, base, n_planes):
+        factors.append(factor)
+        yield from ()
+        for known, result in found.items():
+            if factor == pytest.approx(known, rel=0.02):
+                return result
+        return _discs(8), 0.22  # more fragments
+
+    factors: list[float] = []
+    monkeypatch.setattr(segment_module, "_segment_plane", fake_pass)
+
+    class Model:
+        diameters = Diameters(median=20, low=10, high=40)
+
+    factor, labels = drive(
+        segment_module._estimate(None, np.zeros((512, 512), np.float32), None, Model(), 0.0, 1, "")
+    )
+    assert len(factors) == 4 and factors[-1] > factors[1]  # refinements turned back, as measured
+    assert factor == 0.5
+    np.testing.assert_array_equal(labels, _discs(22))
+
+
+def test_uncertainty_is_lowest_for_decided_foreground():
+    decided = np.stack([np.where(_discs(10) > 0, 0.97, 0.02)]).astype(np.float32)
+    torn = np.stack([np.where(_discs(10) > 0, 0.6, 0.2)]).astype(np.float32)
+    assert uncertainty(decided) == pytest.approx(0.03, abs=1e-6)
+    assert uncertainty(torn) > 0.2 and uncertainty(np.zeros((1, 8, 8), np.float32)) == 0.5
 
 
 def _ap50(truth: np.ndarray, labels: np.ndarray) -> float:

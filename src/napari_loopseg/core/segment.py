@@ -31,9 +31,14 @@ from .sizing import (
     resize_maps,
     resize_plane,
     scaled_params,
+    uncertainty,
 )
 
 log = logging.getLogger(__name__)
+
+#: An earlier estimating pass replaces the refinements' last one only when the network was surer
+#: of its foreground there by this much (:func:`.sizing.uncertainty`); closer calls are noise.
+SURER_BY = 0.01
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,9 @@ def segment_iter(
             factor, labels = yield from _estimate(predictor, normalized, params, model, base, n_planes, name)
         if labels is None:
             yield SegmentProgress(base, f"{name}predicting")
-            labels = yield from _segment_plane(predictor, normalized, params, factor or 1.0, base, n_planes)
+            labels, _ = yield from _segment_plane(
+                predictor, normalized, params, factor or 1.0, base, n_planes
+            )
         planes.append((index, labels))
     largest = max(int(labels.max()) for _, labels in planes)
     out = np.zeros((*lead, height, width), output_dtype(largest))
@@ -99,40 +106,54 @@ def segment_iter(
 def _segment_plane(
     predictor: Predictor, plane: np.ndarray, params, factor: float, base: float, n_planes: int
 ):
-    """Labels of one normalised plane, predicted at ``factor`` times its size."""
+    """Labels of one normalised plane, predicted at ``factor`` times its size, and how unsure the
+    network was of its foreground there (:func:`.sizing.uncertainty`)."""
     if factor == 1.0:
-        maps = yield from _scaled(predictor.predict_iter(plane), base, n_planes)
+        maps = small = yield from _scaled(predictor.predict_iter(plane), base, n_planes)
     else:
         small = yield from _scaled(predictor.predict_iter(resize_plane(plane, factor)), base, n_planes)
         maps, params = resize_maps(small, plane.shape), scaled_params(params, factor)
     yield SegmentProgress(base + 0.8 / n_planes, "finding objects")
-    return decode(maps, params)
+    return decode(maps, params), uncertainty(small)
 
 
 def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int, name: str):
     """(factor, labels at it): a pass on the plane shrunk by half finds nuclei too large for the
     network (at their own size they fragment, and fragments look like nuclei of the right size);
-    otherwise a pass at the original size; then up to two refinements."""
-    reference, factor, labels = _diameters(model), 1.0, None
+    otherwise a pass at the original size; then up to two refinements. Of the passes that found
+    objects (the half-size one only where it called for shrinking), one where the network was
+    clearly surer of its foreground than in the last one wins: a size measured on fragments or on
+    merged crowds sends the refinements the wrong way, and the network is surest at the scale it
+    learned."""
+    reference, factor, labels, unsure = _diameters(model), 1.0, None, 0.0
+    passes: list[tuple[float, float, np.ndarray]] = []  # (uncertainty, factor, labels)
     yield SegmentProgress(base, f"{name}estimating object size")
     if min(plane.shape) * PROBE_FACTOR >= MIN_PROBE_SIDE:
-        probe = yield from _segment_plane(predictor, plane, params, PROBE_FACTOR, base, n_planes)
+        probe, probe_unsure = yield from _segment_plane(
+            predictor, plane, params, PROBE_FACTOR, base, n_planes
+        )
         shrink = probed_factor(probe, reference)
         if shrink is not None:
-            labels = yield from _segment_plane(predictor, plane, params, shrink, base, n_planes)
+            passes.append((probe_unsure, PROBE_FACTOR, probe))
+            labels, unsure = yield from _segment_plane(predictor, plane, params, shrink, base, n_planes)
             if median_diameter(labels) is not None:
                 factor = shrink
             else:  # the nuclei vanished: they were not large after all
                 labels = None
     if labels is None:
-        labels = yield from _segment_plane(predictor, plane, params, 1.0, base, n_planes)
+        labels, unsure = yield from _segment_plane(predictor, plane, params, 1.0, base, n_planes)
+    passes.append((unsure, factor, labels))
     for _ in range(MAX_PASSES - 1):
         refined = refined_factor(labels, reference, factor)
         if refined is None:
             break
         factor = refined
         yield SegmentProgress(base, f"{name}estimating object size (x{factor:.2f})")
-        labels = yield from _segment_plane(predictor, plane, params, factor, base, n_planes)
+        labels, unsure = yield from _segment_plane(predictor, plane, params, factor, base, n_planes)
+        passes.append((unsure, factor, labels))
+    found = [p for p in passes if median_diameter(p[2]) is not None] or passes[-1:]
+    surest = min(found, key=lambda p: p[0])
+    _, factor, labels = surest if surest[0] < found[-1][0] - SURER_BY else found[-1]
     return factor, labels
 
 

@@ -115,6 +115,15 @@ def probed_factor(labels: np.ndarray, reference: Diameters) -> float | None:
     return proposed if proposed < 1 / TOLERANCE else None
 
 
+def uncertainty(maps: np.ndarray) -> float:
+    """How unsure the network is of its foreground: the mean of min(p, 1 - p) of the foreground
+    map (channel 0) where p > 0.1. Lowest at the scale the network learned; on images too small
+    for a decision, the most unsure value, 0.5."""
+    foreground = np.asarray(maps[0], np.float32)
+    candidate = foreground[foreground > 0.1]
+    return float(np.minimum(candidate, 1 - candidate).mean()) if candidate.size else 0.5
+
+
 def resize_plane(plane: np.ndarray, factor: float) -> np.ndarray:
     """A float32 (H, W) plane resized by ``factor`` (antialiased when shrinking)."""
     shape = tuple(max(1, round(n * factor)) for n in plane.shape)
