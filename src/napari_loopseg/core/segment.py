@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: An earlier estimating pass replaces the refinements' last one only when the network was surer
 #: of its foreground there by this much (:func:`.sizing.uncertainty`); closer calls are noise.
-SURER_BY = 0.01
+SURER_BY = 0.02
 
 
 @dataclass(frozen=True)
