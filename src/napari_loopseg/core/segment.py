@@ -134,11 +134,11 @@ def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int
         )
         shrink = probed_factor(probe, reference)
         if shrink is not None:
-            passes.append((probe_unsure, PROBE_FACTOR, probe))
             labels, unsure = yield from _segment_plane(predictor, plane, params, shrink, base, n_planes)
             if median_diameter(labels) is not None:
                 factor = shrink
-            else:  # the nuclei vanished: they were not large after all
+                passes.append((probe_unsure, PROBE_FACTOR, probe))
+            else:  # the nuclei vanished: they were not large after all (merged crowds in the probe)
                 labels = None
     if labels is None:
         labels, unsure = yield from _segment_plane(predictor, plane, params, 1.0, base, n_planes)
