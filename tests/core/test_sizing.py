@@ -137,6 +137,34 @@ def test_estimate_keeps_the_pass_the_network_was_surest_of(monkeypatch):
     np.testing.assert_array_equal(labels, _discs(22))
 
 
+@pytest.mark.parametrize(("unsure_as_is", "expected"), [(0.18, 1.0), (0.25, 20 / 30)])
+def test_a_shrink_within_the_training_range_must_beat_the_original_size(monkeypatch, unsure_as_is, expected):
+    """The half-size pass finds 30 px nuclei: over the model's median (20 px) but within what it
+    learned (up to 40 px). The original size is tried beside the shrink, and kept unless the
+    network was surer of the shrunk pass."""
+    from napari_loopseg.core import segment as segment_module
+
+    factors = []
+
+    def fake_pass(predictor, plane, params, factor, base, n_planes):
+        factors.append(factor)
+        yield from ()
+        if factor == 1.0:
+            return _discs(15), unsure_as_is
+        return _discs(15), 0.2  # the probe, and the pass shrunk to 20 / 30
+
+    monkeypatch.setattr(segment_module, "_segment_plane", fake_pass)
+
+    class Model:
+        diameters = Diameters(median=20, low=10, high=40)
+
+    factor, _ = drive(
+        segment_module._estimate(None, np.zeros((512, 512), np.float32), None, Model(), 0.0, 1, "")
+    )
+    assert factors[:3] == [0.5, pytest.approx(20 / 30, rel=0.02), 1.0]
+    assert factor == pytest.approx(expected, rel=0.02)
+
+
 def test_uncertainty_is_lowest_for_decided_foreground():
     decided = np.stack([np.where(_discs(10) > 0, 0.97, 0.02)]).astype(np.float32)
     torn = np.stack([np.where(_discs(10) > 0, 0.6, 0.2)]).astype(np.float32)

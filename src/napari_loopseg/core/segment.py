@@ -124,9 +124,12 @@ def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int
     objects (the half-size one only where it called for shrinking), one where the network was
     clearly surer of its foreground than in the last one wins: a size measured on fragments or on
     merged crowds sends the refinements the wrong way, and the network is surest at the scale it
-    learned."""
+    learned. Where the half-size pass calls for shrinking nuclei that still lie within the training
+    range, a pass at the original size is made too, and it wins unless the resized one is surer:
+    a model whose median lies low in its range would otherwise shrink nuclei it segments well."""
     reference, factor, labels, unsure = _diameters(model), 1.0, None, 0.0
     passes: list[tuple[float, float, np.ndarray]] = []  # (uncertainty, factor, labels)
+    as_is: tuple[float, float, np.ndarray] | None = None  # the original size, beside a shrink
     yield SegmentProgress(base, f"{name}estimating object size")
     if min(plane.shape) * PROBE_FACTOR >= MIN_PROBE_SIDE:
         probe, probe_unsure = yield from _segment_plane(
@@ -138,6 +141,13 @@ def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int
             if median_diameter(labels) is not None:
                 factor = shrink
                 passes.append((probe_unsure, PROBE_FACTOR, probe))
+                if shrink >= reference.median / reference.high:  # nuclei within the learned sizes
+                    yield SegmentProgress(base, f"{name}estimating object size (x1)")
+                    full, full_unsure = yield from _segment_plane(
+                        predictor, plane, params, 1.0, base, n_planes
+                    )
+                    if median_diameter(full) is not None:
+                        as_is = (full_unsure, 1.0, full)
             else:  # the nuclei vanished: they were not large after all (merged crowds in the probe)
                 labels = None
     if labels is None:
@@ -153,8 +163,10 @@ def _estimate(predictor, plane, params, model: Model, base: float, n_planes: int
         passes.append((unsure, factor, labels))
     found = [p for p in passes if median_diameter(p[2]) is not None] or passes[-1:]
     surest = min(found, key=lambda p: p[0])
-    _, factor, labels = surest if surest[0] < found[-1][0] - SURER_BY else found[-1]
-    return factor, labels
+    chosen = surest if surest[0] < found[-1][0] - SURER_BY else found[-1]
+    if as_is is not None and as_is[0] <= chosen[0]:
+        chosen = as_is
+    return chosen[1], chosen[2]
 
 
 def _diameters(model: Model) -> Diameters:
