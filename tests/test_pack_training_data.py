@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,16 +12,10 @@ import tifffile
 from napari_loopseg.core.datasets import read_folder
 from napari_loopseg.core.normalize import normalize_plane
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "pack_training_data.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("pack_training_data", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("pack_training_data")
 
 
 def labelled_folder(folder: Path, images: dict[str, np.ndarray]) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -15,7 +14,6 @@ from napari_loopseg.core.normalize import Normalization
 from napari_loopseg.core.registry import load_path, make_card, save_model
 from napari_loopseg.core.unet import UNet, UNetConfig
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "set_decode.py"
 CHOSEN = DecodeParams(foreground=0.4, min_area=12, seed_dynamic=0.2, seed_smoothing=1.0)
 
 
@@ -25,11 +23,8 @@ def figures(ap50: float) -> dict:
 
 
 @pytest.fixture
-def run(monkeypatch):
-    spec = importlib.util.spec_from_file_location("set_decode", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def run(monkeypatch, load_script):
+    module = load_script("set_decode")
 
     def main(*argv: str | Path) -> None:
         monkeypatch.setattr(sys, "argv", ["set_decode.py", *map(str, argv)])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,16 +13,10 @@ from napari_loopseg.core.normalize import Normalization
 from napari_loopseg.core.registry import make_card, save_model
 from napari_loopseg.core.unet import UNet, UNetConfig
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "train_bundled.py"
-
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("train_bundled", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("train_bundled")
 
 
 def arguments(script, monkeypatch, *extra: str):
