@@ -50,7 +50,7 @@ from napari_loopseg.core.normalize import Colour, Normalization, normalize_plane
 from napari_loopseg.core.predict import Predictor
 from napari_loopseg.core.registry import bundled_dir, load_path, make_card, read_card, save_model
 from napari_loopseg.core.sizing import Diameters
-from napari_loopseg.core.train import Sample, TrainConfig, train_iter
+from napari_loopseg.core.train import Sample, TrainConfig, kept_weights, train_iter
 from napari_loopseg.core.unet import UNet, UNetConfig
 
 log = logging.getLogger("train_bundled")
@@ -60,7 +60,7 @@ log = logging.getLogger("train_bundled")
 TRAINING_OPTIONS = (
     "steps", "batch_size", "crop", "lr", "width", "depth", "seed", "kind_balance", "init",
     "holdout", "train_bbbc039", "validate_every", "scale", "gamma", "blur", "saturation",
-    "object_dimming", "object_crops", "small_boost", "rim_weight", "colour",
+    "object_dimming", "object_crops", "small_boost", "rim_weight", "colour", "ema",
 )  # fmt: skip
 
 
@@ -115,6 +115,7 @@ def recipe(args: argparse.Namespace) -> dict:
             "rim_weight": args.rim_weight,
         },
         "colour": args.colour,
+        **({"ema": args.ema} if args.ema else {}),  # cards before 2026-12-07 have no average
     }
 
 
@@ -210,6 +211,12 @@ def parse_args() -> argparse.Namespace:
         default="luminance",
         help="how RGB images become the network's one input plane",
     )
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="decay of a moving average of the weights, validated and shipped (0: off)",
+    )
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -293,6 +300,7 @@ def main() -> None:
         object_crops=args.object_crops,
         small_boost=args.small_boost,
         rim_weight=args.rim_weight,
+        ema=args.ema,
         validate_every=args.validate_every if args.holdout != "none" else 0,
         seed=args.seed,
         device=args.device,
@@ -350,7 +358,7 @@ def main() -> None:
     latest: dict = {}
 
     def checkpoint(state: dict) -> None:
-        latest["model"] = state["model"]
+        latest["model"] = kept_weights(state)
         seconds = trained_before + time.perf_counter() - started
         save_checkpoint(last_file, state, {"options": options, "seconds": seconds})
 

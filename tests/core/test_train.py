@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from napari_loopseg.core.normalize import normalize_plane
@@ -94,30 +95,29 @@ def test_large_planes_and_rescaling_keep_per_crop_targets():
 
 
 def test_steps_must_be_resolved_before_training():
-    import pytest
-
     net = UNet(UNetConfig(width=4, depth=2))
     with pytest.raises(ValueError, match="steps"):
         next(train_iter(net, [_sample(0)], TrainConfig(steps=None, device="cpu")))
 
 
-def test_resume_from_a_checkpoint_file_continues_exactly(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.8])
+def test_resume_from_a_checkpoint_file_continues_exactly(tmp_path, ema):
     """Stopped at step 7 and resumed from the file on disk, training takes the same crops, rates
     and updates as a run never stopped: same losses from step 8 on, same final weights."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same float sums in both runs
     try:
-        _resume_and_compare(tmp_path)
+        _resume_and_compare(tmp_path, ema)
     finally:
         torch.set_num_threads(threads)
 
 
-def _resume_and_compare(tmp_path):
+def _resume_and_compare(tmp_path, ema: float):
     from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
 
     samples = [_sample(0), _sample(1, reviewed=True)]
     config = TrainConfig(
-        steps=12, batch_size=2, crop=32, lr=1e-2, elastic=2.0, device="cpu", precision="fp32", seed=3
+        steps=12, batch_size=2, crop=32, lr=1e-2, elastic=2.0, device="cpu", precision="fp32", seed=3, ema=ema
     )
     net = UNet(UNetConfig(width=4, depth=2))
     whole = []
@@ -134,7 +134,7 @@ def _resume_and_compare(tmp_path):
     first = [next(stopped).loss for _ in range(7)]
     stopped.close()  # the session ends
     state, meta = load_checkpoint(path)
-    assert state["step"] == 7 and meta == {"note": "x"}
+    assert state["step"] == 7 and meta == {"note": "x"} and ("ema" in state) == bool(ema)
 
     fresh = UNet(UNetConfig(width=4, depth=2))  # a new process: other initial weights
     rest = []
@@ -175,6 +175,45 @@ def test_checkpoint_file_holds_no_pickle_and_keeps_every_tensor(tmp_path):
         assert flat.keys() == back.keys()
         assert all(torch.equal(flat[k], back[k]) for k in flat)
     assert state["rng"] == states[-1]["rng"] and torch.equal(state["torch_rng"], states[-1]["torch_rng"])
+
+
+def test_moving_average_is_validated_returned_and_checkpointed(tmp_path):
+    """With ``ema``, validation scores the average (the last step's weights beside it) and training
+    returns the average, which ``kept_weights`` finds in a checkpoint read back from disk."""
+    from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
+    from napari_loopseg.core.train import kept_weights
+
+    net = UNet(UNetConfig(width=4, depth=2))
+    config = TrainConfig(
+        steps=6, batch_size=2, crop=32, lr=1e-2, device="cpu", precision="fp32", ema=0.5, validate_every=3
+    )
+    seen, states = [], []
+
+    def validate(model):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"score": len(seen)}
+
+    progress = []
+    trained = drive(
+        train_iter(net, [_sample(0)], config, validate=validate, checkpoint=states.append),
+        progress.append,
+    )
+    assert [p.validation for p in progress if p.validation] == [
+        {"score": 1, "raw": {"score": 2}},
+        {"score": 3, "raw": {"score": 4}},
+    ]
+    average, last = seen[2], seen[3]
+    assert any(not torch.equal(average[k], last[k]) for k in average)  # two different models
+    path = save_checkpoint(tmp_path / "c.safetensors", states[-1])
+    kept = kept_weights(load_checkpoint(path)[0])
+    for name, value in trained.state_dict().items():
+        assert torch.equal(value, average[name]) and torch.equal(value, kept[name].cpu()), name
+    assert kept_weights({"model": last}) is last  # without an average: the model's own
+
+
+def test_moving_average_decay_must_be_a_fraction():
+    with pytest.raises(ValueError, match="ema"):
+        next(train_iter(UNet(UNetConfig(width=4, depth=2)), [_sample(0)], TrainConfig(steps=2, ema=1.5)))
 
 
 def test_object_dimming_scales_each_object_with_its_rim_and_leaves_background():

@@ -1,6 +1,7 @@
 """Training state on disk and back, never pickled: training that survives the end of a session.
 
-A checkpoint is one safetensors file. Its tensors: the model's state, the optimizer's per-parameter
+A checkpoint is one safetensors file. Its tensors: the model's state (and its moving average's),
+the optimizer's per-parameter
 state (AdamW moments and step counts) and torch's RNG; its metadata, as JSON: the step, the
 learning-rate schedule, the crop sampler's numpy RNG, the optimizer's hyper-parameters and
 whatever the caller adds (configuration, scores, seconds trained). A readable ``.json`` copy of the
@@ -19,6 +20,8 @@ from .registry import _atomic_write
 
 META_KEY = "loopseg_checkpoint"
 FORMAT = "loopseg-checkpoint"
+#: Entries of a training state that are a module's tensors by name.
+WEIGHTS = ("model", "ema")
 
 
 def _flatten(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -26,8 +29,8 @@ def _flatten(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors: dict[str, torch.Tensor] = {}
     rest: dict = {}
     for key, value in state.items():
-        if key == "model":
-            tensors |= {f"model/{k}": v for k, v in value.items()}
+        if key in WEIGHTS:
+            tensors |= {f"{key}/{k}": v for k, v in value.items()}
         elif key == "optimizer":
             per_param: dict[str, dict] = {}
             for index, slots in value["state"].items():
@@ -47,9 +50,9 @@ def _flatten(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
 
 def _unflatten(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     state = {k: v for k, v in rest.items() if k != "optimizer"}
-    model = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-    if model:
-        state["model"] = model
+    for name in WEIGHTS:
+        if weights := {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(f"{name}/")}:
+            state[name] = weights
     if "optimizer" in rest:
         slots: dict[int, dict] = {}
         for key, value in tensors.items():

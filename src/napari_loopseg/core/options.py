@@ -76,6 +76,9 @@ class TrainConfig:
     #: Loss weight of pixels within 2 px of an object's outline (1 = off).
     rim_weight: float = 1.0
     freeze_norm: bool = False
+    #: > 0: decay of an exponential moving average of the weights (buffers included), which is
+    #: what validation scores and training returns (0: off, the last step's weights).
+    ema: float = 0.0
     validate_every: int = 0
     seed: int = 0
     device: str = "auto"

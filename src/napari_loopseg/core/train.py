@@ -294,6 +294,28 @@ def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
     return (per_pixel * weights).sum() / (weights.sum() * logits.shape[1]).clamp_min(1.0)
 
 
+def _averaged(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights, or None with ``decay`` 0: on images
+    from other labs a model's scores swing between nearby steps (benchmarks/results/
+    bundled-recipes.md), and an average along the path smooths that swing (Izmailov et al. 2018)."""
+    if not decay:
+        return None
+    if not 0 < decay < 1:
+        raise ValueError(f"ema decay must lie in (0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def kept_weights(state: dict) -> dict[str, torch.Tensor]:
+    """The weights of a training state that :func:`train_iter` would return: the moving average's
+    when it keeps one, else the model's."""
+    if "ema" not in state:
+        return state["model"]
+    prefix = "module."
+    return {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+
+
 def train_iter(
     net: UNet,
     samples: Sequence[Sample],
@@ -305,7 +327,11 @@ def train_iter(
 ) -> Generator[TrainProgress, None, UNet]:
     """Fine-tune a copy of ``net``; yield progress every step; return the trained copy (eval, CPU).
 
-    ``checkpoint`` receives the full training state (model, optimizer, schedule, both RNGs, step)
+    With ``config.ema``, validation scores a moving average of the weights (the last step's as
+    ``validation["raw"]`` beside it) and the average is returned.
+
+    ``checkpoint`` receives the full training state (model, optimizer, schedule, both RNGs, step,
+    the average if kept)
     after each validation and, with ``checkpoint_every``, once that many seconds have passed since
     the last (0: every step). Passing such a state as ``resume`` continues exactly where it was
     taken: the same crops, rates and updates as a run never stopped (the bundled-model script
@@ -321,9 +347,13 @@ def train_iter(
     model = in_memory_format(copy.deepcopy(net).to(device), torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
+    averaged = _averaged(model, config.ema)
+    kept = model if averaged is None else averaged.module
     first = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
+        if averaged is not None:
+            averaged.load_state_dict(resume["ema"])
         optimizer.load_state_dict(resume["optimizer"])
         schedule.load_state_dict(resume["schedule"])
         rng.bit_generator.state = resume["rng"]
@@ -345,6 +375,8 @@ def train_iter(
         loss.backward()
         optimizer.step()
         schedule.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         validation: dict = {}
         last = step + 1 == config.steps
         validated = bool(
@@ -354,7 +386,10 @@ def train_iter(
         )
         if validate is not None and validated:
             model.eval()
-            validation = validate(model)
+            kept.eval()
+            validation = validate(kept)
+            if averaged is not None:
+                validation["raw"] = validate(model)
         due = checkpoint_every is not None and time.perf_counter() - saved >= checkpoint_every
         if checkpoint is not None and (validated or due):
             checkpoint(
@@ -365,10 +400,11 @@ def train_iter(
                     "rng": rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(),
                     "step": step + 1,
+                    **({"ema": averaged.state_dict()} if averaged is not None else {}),
                 }
             )
             saved = time.perf_counter()
         yield TrainProgress(
             step + 1, config.steps, float(loss.detach()), time.perf_counter() - start, validation
         )
-    return in_memory_format(model.eval().to("cpu"), torch.contiguous_format)
+    return in_memory_format(kept.eval().to("cpu"), torch.contiguous_format)
