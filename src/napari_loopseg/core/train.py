@@ -348,7 +348,7 @@ def train_iter(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, config))
     averaged = _averaged(model, config.ema)
-    kept = model if averaged is None else averaged.module
+    kept: UNet = model if averaged is None else averaged.module  # type: ignore[assignment]
     first = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
