@@ -36,21 +36,22 @@ import numpy as np
 import torch
 
 from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
+from napari_loopseg.core.crops import Sample
 from napari_loopseg.core.datasets import (
     DEFAULT_GROUPS,
-    Entry,
     Groups,
     evaluation_sets,
+    load_samples,
     training_entries,
 )
 from napari_loopseg.core.decode_tuning import dynamic_grid, selection_score, tune_decode
 from napari_loopseg.core.instances import DecodeParams, decode
 from napari_loopseg.core.metrics import Counts, scorecard, weak_spots
-from napari_loopseg.core.normalize import Colour, Normalization, normalize_plane
+from napari_loopseg.core.normalize import Colour, Normalization
 from napari_loopseg.core.predict import Predictor
 from napari_loopseg.core.registry import bundled_dir, load_path, make_card, read_card, save_model
 from napari_loopseg.core.sizing import Diameters
-from napari_loopseg.core.train import Sample, TrainConfig, kept_weights, train_iter
+from napari_loopseg.core.train import TrainConfig, kept_weights, train_iter
 from napari_loopseg.core.unet import UNet, UNetConfig
 
 log = logging.getLogger("train_bundled")
@@ -62,20 +63,6 @@ TRAINING_OPTIONS = (
     "holdout", "train_bbbc039", "validate_every", "scale", "gamma", "blur", "saturation",
     "object_dimming", "object_crops", "small_boost", "rim_weight", "colour", "ema",
 )  # fmt: skip
-
-
-def load_samples(
-    entries: list[Entry], norm: Normalization, kind_balance: float = 0.0
-) -> tuple[list[Sample], list[str]]:
-    """Normalised samples; with ``kind_balance`` b, an image of a kind with n images is drawn
-    (N / n) ** b times as often, so rare modalities (stains, brightfield) are not drowned out."""
-    per_kind = Counter(e.kind for e in entries)
-    samples = []
-    for entry in entries:
-        image, labels = entry.read()
-        weight = (len(entries) / per_kind[entry.kind]) ** kind_balance
-        samples.append(Sample(normalize_plane(image, rgb=image.ndim == 3, norm=norm), labels, weight=weight))
-    return samples, [e.kind for e in entries]
 
 
 def predict_maps(net: UNet, samples: list[Sample], device: str = "auto") -> list[np.ndarray]:
@@ -222,6 +209,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes sampling crops ahead of the step (the same crops for any number; on a GPU "
+        "the sampler sets the pace: give it the spare cores)",
+    )
+    parser.add_argument(
         "--kind-balance",
         type=float,
         default=0.5,
@@ -303,6 +297,7 @@ def main() -> None:
         ema=args.ema,
         validate_every=args.validate_every if args.holdout != "none" else 0,
         seed=args.seed,
+        workers=args.workers,
         device=args.device,
     )
     arch = UNetConfig(in_channels=1, out_channels=3, width=args.width, depth=args.depth)

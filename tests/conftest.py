@@ -44,7 +44,8 @@ def tiny_model_file(tmp_path_factory):
     from napari_loopseg.core.registry import make_card, save_model
     from napari_loopseg.core.sizing import Diameters
     from napari_loopseg.core.synthetic import make_nuclei
-    from napari_loopseg.core.train import Sample, TrainConfig, train_iter
+    from napari_loopseg.core.crops import Sample
+    from napari_loopseg.core.train import TrainConfig, train_iter
     from napari_loopseg.core.unet import UNet, UNetConfig
 
     torch.manual_seed(0)

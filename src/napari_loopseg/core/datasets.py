@@ -11,10 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .crops import Sample
+from .normalize import Normalization, normalize_plane
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,20 @@ def training_entries(
             skip |= groups.source_ids("bbbc039")
     entries = [e for e in read_folder(dsb) if e.id not in skip and not (exclude_val and e.split == "val")]
     return entries + (read_folder(bbbc039) if bbbc039 is not None else [])
+
+
+def load_samples(
+    entries: list[Entry], norm: Normalization, kind_balance: float = 0.0
+) -> tuple[list[Sample], list[str]]:
+    """Normalised samples; with ``kind_balance`` b, an image of a kind with n images is drawn
+    (N / n) ** b times as often, so rare modalities (stains, brightfield) are not drowned out."""
+    per_kind = Counter(e.kind for e in entries)
+    samples = []
+    for entry in entries:
+        image, labels = entry.read()
+        weight = (len(entries) / per_kind[entry.kind]) ** kind_balance
+        samples.append(Sample(normalize_plane(image, rgb=image.ndim == 3, norm=norm), labels, weight=weight))
+    return samples, [e.kind for e in entries]
 
 
 def rescaled(image: np.ndarray, labels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:

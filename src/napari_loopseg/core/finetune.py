@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .crops import Sample
 from .instances import decode
 from .metrics import Counts
 from .normalize import InputError, normalize_plane
@@ -31,7 +32,7 @@ from .registry import (
     save_model,
 )
 from .sizing import Diameters
-from .train import Sample, TrainProgress, train_iter
+from .train import TrainProgress, train_iter
 
 
 @dataclass(frozen=True)

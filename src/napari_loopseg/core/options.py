@@ -81,6 +81,9 @@ class TrainConfig:
     ema: float = 0.0
     validate_every: int = 0
     seed: int = 0
+    #: Processes that sample crops ahead of the training step (0: sampled in the training
+    #: thread, as in napari). The crops are the same for any number (core.crops).
+    workers: int = 0
     device: str = "auto"
     precision: str = "auto"
 
