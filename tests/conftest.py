@@ -38,13 +38,13 @@ def tiny_model_file(tmp_path_factory):
     import numpy as np
     import torch
 
+    from napari_loopseg.core.crops import Sample
     from napari_loopseg.core.instances import DecodeParams
     from napari_loopseg.core.normalize import Normalization, normalize_plane
     from napari_loopseg.core.progress import drive
     from napari_loopseg.core.registry import make_card, save_model
     from napari_loopseg.core.sizing import Diameters
     from napari_loopseg.core.synthetic import make_nuclei
-    from napari_loopseg.core.crops import Sample
     from napari_loopseg.core.train import TrainConfig, train_iter
     from napari_loopseg.core.unet import UNet, UNetConfig
 

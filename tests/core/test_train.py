@@ -6,7 +6,7 @@ from napari_loopseg.core.crops import Sample
 from napari_loopseg.core.normalize import normalize_plane
 from napari_loopseg.core.progress import drive
 from napari_loopseg.core.synthetic import make_nuclei
-from napari_loopseg.core.train import TrainConfig, train_iter
+from napari_loopseg.core.train import TrainConfig, kept_weights, train_iter
 from napari_loopseg.core.unet import UNet, UNetConfig
 
 
@@ -133,7 +133,6 @@ def test_moving_average_is_validated_returned_and_checkpointed(tmp_path):
     """With ``ema``, validation scores the average (the last step's weights beside it) and training
     returns the average, which ``kept_weights`` finds in a checkpoint read back from disk."""
     from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
-    from napari_loopseg.core.train import kept_weights
 
     net = UNet(UNetConfig(width=4, depth=2))
     config = TrainConfig(
@@ -161,6 +160,19 @@ def test_moving_average_is_validated_returned_and_checkpointed(tmp_path):
     for name, value in trained.state_dict().items():
         assert torch.equal(value, average[name]) and torch.equal(value, kept[name].cpu()), name
     assert kept_weights({"model": last}) is last  # without an average: the model's own
+
+
+def test_moving_average_forgets_the_initial_weights_early():
+    """Warm-up: a few steps in, the average is near the trained weights, not the random start."""
+    net = UNet(UNetConfig(width=4, depth=2))
+    start = {k: v.clone() for k, v in net.state_dict().items() if v.is_floating_point()}
+    states = []
+    config = TrainConfig(steps=8, batch_size=2, crop=32, lr=5e-2, device="cpu", precision="fp32", ema=0.999)
+    drive(train_iter(net, [_sample(0)], config, checkpoint=states.append, checkpoint_every=0))
+    average, last = kept_weights(states[-1]), states[-1]["model"]
+    to_last = sum(float((average[k] - last[k]).norm()) for k in start)
+    to_start = sum(float((average[k] - start[k]).norm()) for k in start)
+    assert to_last < 0.5 * to_start
 
 
 def test_moving_average_decay_must_be_a_fraction():
