@@ -3,26 +3,15 @@ import pytest
 import torch
 
 from napari_loopseg.core.crops import CropSampler, Sample, batches
-from napari_loopseg.core.normalize import normalize_plane
 from napari_loopseg.core.options import TrainConfig
-from napari_loopseg.core.synthetic import make_nuclei
 
 
-def _sample(seed: int, reviewed: bool = False) -> Sample:
-    image, labels = make_nuclei((96, 96), seed=seed, radius=(5, 8))
-    mask = None
-    if reviewed:
-        mask = np.zeros(labels.shape, bool)
-        mask[:48] = True
-    return Sample(normalize_plane(image), labels.astype(np.int32), mask)
-
-
-def test_crops_come_from_targets_computed_once_per_image():
+def test_crops_come_from_targets_computed_once_per_image(training_sample):
     """Without elastic warping, a cached crop is the whole image's targets in that window."""
     from napari_loopseg.core.crops import _orient
     from napari_loopseg.core.targets import make_targets, make_weights
 
-    sample = _sample(0, reviewed=True)
+    sample = training_sample(0, reviewed=True)
     config = TrainConfig(batch_size=1, crop=64, elastic=0.0, intensity_jitter=0.0, noise=0.0)
     sampler = CropSampler([sample], config)
     assert sampler.maps[0] is not None
@@ -42,9 +31,9 @@ def test_crops_come_from_targets_computed_once_per_image():
     assert found
 
 
-def test_cached_and_elastic_crops_keep_binary_targets_and_unreviewed_weight_zero():
+def test_cached_and_elastic_crops_keep_binary_targets_and_unreviewed_weight_zero(training_sample):
 
-    sample = _sample(1, reviewed=True)
+    sample = training_sample(1, reviewed=True)
     sampler = CropSampler([sample], TrainConfig(batch_size=8, crop=64, elastic=6.0))
     images, targets, weights = sampler.batch(np.random.default_rng(1))
     assert (
@@ -55,9 +44,9 @@ def test_cached_and_elastic_crops_keep_binary_targets_and_unreviewed_weight_zero
     assert (weights == 0).any() and (weights > 0).any()  # half of the image is not reviewed
 
 
-def test_large_planes_and_rescaling_keep_per_crop_targets():
+def test_large_planes_and_rescaling_keep_per_crop_targets(training_sample):
 
-    sampler = CropSampler([_sample(0)], TrainConfig(crop=32, scale_range=(0.8, 1.25)))
+    sampler = CropSampler([training_sample(0)], TrainConfig(crop=32, scale_range=(0.8, 1.25)))
     assert sampler.maps == [None]
     images, targets, _ = sampler.batch(np.random.default_rng(0))
     assert images.shape[-2:] == targets.shape[-2:] == (32, 32)
@@ -111,10 +100,10 @@ def _same(a, b) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_worker_processes_make_the_same_batches_as_the_training_thread():
+def test_worker_processes_make_the_same_batches_as_the_training_thread(training_sample):
     """Batch k depends only on the seed and k: sampled in two processes or here, from the start
     or from a resumed step, a run gets the same crops."""
-    samples = [_sample(0), _sample(1, reviewed=True)]
+    samples = [training_sample(0), training_sample(1, reviewed=True)]
     config = TrainConfig(batch_size=2, crop=32, scale_range=(0.8, 1.25), elastic=2.0, seed=5)
     here = list(batches(samples, config, steps=6))
     workers = list(batches(samples, TrainConfig(**{**vars(config), "workers": 2}), steps=6))
@@ -127,10 +116,10 @@ def test_worker_processes_make_the_same_batches_as_the_training_thread():
     assert not _same(here[0], other)
 
 
-def test_an_error_in_a_worker_process_reaches_the_training_loop(monkeypatch):
+def test_an_error_in_a_worker_process_reaches_the_training_loop(monkeypatch, training_sample):
     def broken(self, rng):
         raise ValueError("a crop went wrong")
 
     monkeypatch.setattr(CropSampler, "crop", broken)  # workers are forked: they inherit it
     with pytest.raises(ValueError, match="a crop went wrong"):
-        next(batches([_sample(0)], TrainConfig(batch_size=2, crop=32, workers=1), steps=2))
+        next(batches([training_sample(0)], TrainConfig(batch_size=2, crop=32, workers=1), steps=2))

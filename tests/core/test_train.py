@@ -2,25 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_loopseg.core.crops import Sample
-from napari_loopseg.core.normalize import normalize_plane
 from napari_loopseg.core.progress import drive
-from napari_loopseg.core.synthetic import make_nuclei
 from napari_loopseg.core.train import TrainConfig, kept_weights, train_iter
 from napari_loopseg.core.unet import UNet, UNetConfig
 
 
-def _sample(seed: int, reviewed: bool = False) -> Sample:
-    image, labels = make_nuclei((96, 96), seed=seed, radius=(5, 8))
-    mask = None
-    if reviewed:
-        mask = np.zeros(labels.shape, bool)
-        mask[:48] = True
-    return Sample(normalize_plane(image), labels.astype(np.int32), mask)
-
-
-def test_loss_falls_and_inputs_are_untouched():
-    samples = [_sample(0), _sample(1, reviewed=True)]
+def test_loss_falls_and_inputs_are_untouched(training_sample):
+    samples = [training_sample(0), training_sample(1, reviewed=True)]
     before = [(s.image.copy(), s.labels.copy()) for s in samples]
     torch.manual_seed(0)
     net = UNet(UNetConfig(width=4, depth=2))
@@ -37,37 +25,37 @@ def test_loss_falls_and_inputs_are_untouched():
     assert trained is not net and not trained.training
 
 
-def test_stopping_early_is_cancel():
+def test_stopping_early_is_cancel(training_sample):
     """A driver cancels by not asking for the next step: nothing else happens."""
     net = UNet(UNetConfig(width=4, depth=2))
-    gen = train_iter(net, [_sample(0)], TrainConfig(steps=1000, batch_size=2, crop=32, device="cpu"))
+    gen = train_iter(net, [training_sample(0)], TrainConfig(steps=1000, batch_size=2, crop=32, device="cpu"))
     first = next(gen)
     gen.close()
     assert first.step == 1 and first.steps == 1000
 
 
-def test_steps_must_be_resolved_before_training():
+def test_steps_must_be_resolved_before_training(training_sample):
     net = UNet(UNetConfig(width=4, depth=2))
     with pytest.raises(ValueError, match="steps"):
-        next(train_iter(net, [_sample(0)], TrainConfig(steps=None, device="cpu")))
+        next(train_iter(net, [training_sample(0)], TrainConfig(steps=None, device="cpu")))
 
 
 @pytest.mark.parametrize("ema", [0.0, 0.8])
-def test_resume_from_a_checkpoint_file_continues_exactly(tmp_path, ema):
+def test_resume_from_a_checkpoint_file_continues_exactly(tmp_path, ema, training_sample):
     """Stopped at step 7 and resumed from the file on disk, training takes the same crops, rates
     and updates as a run never stopped: same losses from step 8 on, same final weights."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same float sums in both runs
     try:
-        _resume_and_compare(tmp_path, ema)
+        _resume_and_compare(tmp_path, ema, training_sample)
     finally:
         torch.set_num_threads(threads)
 
 
-def _resume_and_compare(tmp_path, ema: float):
+def _resume_and_compare(tmp_path, ema: float, training_sample):
     from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
 
-    samples = [_sample(0), _sample(1, reviewed=True)]
+    samples = [training_sample(0), training_sample(1, reviewed=True)]
     config = TrainConfig(
         steps=12, batch_size=2, crop=32, lr=1e-2, elastic=2.0, device="cpu", precision="fp32", seed=3, ema=ema
     )
@@ -98,7 +86,7 @@ def _resume_and_compare(tmp_path, ema: float):
         assert torch.equal(a, b), name
 
 
-def test_checkpoint_file_holds_no_pickle_and_keeps_every_tensor(tmp_path):
+def test_checkpoint_file_holds_no_pickle_and_keeps_every_tensor(tmp_path, training_sample):
     from safetensors import safe_open
 
     from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
@@ -106,7 +94,7 @@ def test_checkpoint_file_holds_no_pickle_and_keeps_every_tensor(tmp_path):
     net = UNet(UNetConfig(width=4, depth=2))
     states = []
     config = TrainConfig(steps=2, batch_size=2, crop=32, device="cpu", precision="fp32")
-    drive(train_iter(net, [_sample(0)], config, checkpoint=states.append, checkpoint_every=0))
+    drive(train_iter(net, [training_sample(0)], config, checkpoint=states.append, checkpoint_every=0))
     path = save_checkpoint(tmp_path / "c.safetensors", states[-1], {"config": {"steps": 2}})
     with safe_open(str(path), framework="pt") as handle:  # a plain safetensors file
         assert any(k.startswith("optimizer/") for k in handle.keys())  # noqa: SIM118 (not a dict)
@@ -129,7 +117,7 @@ def test_checkpoint_file_holds_no_pickle_and_keeps_every_tensor(tmp_path):
     assert torch.equal(state["torch_rng"], states[-1]["torch_rng"])
 
 
-def test_moving_average_is_validated_returned_and_checkpointed(tmp_path):
+def test_moving_average_is_validated_returned_and_checkpointed(tmp_path, training_sample):
     """With ``ema``, validation scores the average (the last step's weights beside it) and training
     returns the average, which ``kept_weights`` finds in a checkpoint read back from disk."""
     from napari_loopseg.core.checkpoint import load_checkpoint, save_checkpoint
@@ -146,7 +134,7 @@ def test_moving_average_is_validated_returned_and_checkpointed(tmp_path):
 
     progress = []
     trained = drive(
-        train_iter(net, [_sample(0)], config, validate=validate, checkpoint=states.append),
+        train_iter(net, [training_sample(0)], config, validate=validate, checkpoint=states.append),
         progress.append,
     )
     assert [p.validation for p in progress if p.validation] == [
@@ -162,19 +150,20 @@ def test_moving_average_is_validated_returned_and_checkpointed(tmp_path):
     assert kept_weights({"model": last}) is last  # without an average: the model's own
 
 
-def test_moving_average_forgets_the_initial_weights_early():
+def test_moving_average_forgets_the_initial_weights_early(training_sample):
     """Warm-up: a few steps in, the average is near the trained weights, not the random start."""
     net = UNet(UNetConfig(width=4, depth=2))
     start = {k: v.clone() for k, v in net.state_dict().items() if v.is_floating_point()}
     states = []
     config = TrainConfig(steps=8, batch_size=2, crop=32, lr=5e-2, device="cpu", precision="fp32", ema=0.999)
-    drive(train_iter(net, [_sample(0)], config, checkpoint=states.append, checkpoint_every=0))
+    drive(train_iter(net, [training_sample(0)], config, checkpoint=states.append, checkpoint_every=0))
     average, last = kept_weights(states[-1]), states[-1]["model"]
     to_last = sum(float((average[k] - last[k]).norm()) for k in start)
     to_start = sum(float((average[k] - start[k]).norm()) for k in start)
     assert to_last < 0.5 * to_start
 
 
-def test_moving_average_decay_must_be_a_fraction():
+def test_moving_average_decay_must_be_a_fraction(training_sample):
     with pytest.raises(ValueError, match="ema"):
-        next(train_iter(UNet(UNetConfig(width=4, depth=2)), [_sample(0)], TrainConfig(steps=2, ema=1.5)))
+        net = UNet(UNetConfig(width=4, depth=2))
+        next(train_iter(net, [training_sample(0)], TrainConfig(steps=2, ema=1.5)))
