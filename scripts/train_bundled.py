@@ -102,7 +102,7 @@ def recipe(args: argparse.Namespace) -> dict:
             "rim_weight": args.rim_weight,
         },
         "colour": args.colour,
-        **({"ema": args.ema} if args.ema else {}),  # cards before 2026-12-07 have no average
+        "ema": args.ema,
     }
 
 
@@ -113,7 +113,7 @@ def recipe_scores(paths: list[Path], arch: UNetConfig, ours: dict) -> dict[str, 
     scores: dict[str, dict] = {}
     for path in paths:
         model = load_path(path)
-        card = model.card.get("training", {})
+        card = {"ema": 0.0, **model.card.get("training", {})}  # cards before 2026-12-07: no average
         if model.net.config != arch or not str(card.get("selected_on", "")).startswith("held-out"):
             raise SystemExit(f"--scores-from {path}: not a held-out run of this architecture")
         if differs := {k: (card.get(k), v) for k, v in ours.items() if card.get(k) != v}:
@@ -275,6 +275,11 @@ def main() -> None:
         if not last_file.exists():
             raise SystemExit(f"--resume: {last_file} does not exist")
         resume, meta = load_checkpoint(last_file)
+        if "rng" in resume:  # one generator for the whole run, not one per batch
+            raise SystemExit(
+                f"--resume: {last_file} was written before crops were drawn per batch (2026-12-07) "
+                "and cannot continue with the same crops: start a new --run"
+            )
         changed = {k: (meta["options"].get(k), v) for k, v in options.items() if meta["options"].get(k) != v}
         if changed:
             raise SystemExit(f"--resume with other training options (checkpoint, now): {changed}")

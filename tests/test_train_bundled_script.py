@@ -70,8 +70,22 @@ def test_figures_of_another_recipe_or_a_run_not_held_out_are_refused(script, mon
     old_loss = held_out_run(script, args, tmp_path, "nuclei-old-loss", {}, loss_weights=None)
     with pytest.raises(SystemExit, match="another recipe.*loss_weights"):
         script.recipe_scores([old_loss], arch, script.recipe(args))
+    averaged = held_out_run(script, args, tmp_path, "nuclei-ema", {}, ema=0.999)
+    with pytest.raises(SystemExit, match="another recipe.*ema"):
+        script.recipe_scores([averaged], arch, script.recipe(args))
     everything = held_out_run(script, args, tmp_path, "nuclei-all", {}, selected_on="last step")
     with pytest.raises(SystemExit, match="not a held-out run"):
         script.recipe_scores([everything], arch, script.recipe(args))
     with pytest.raises(SystemExit, match="not a held-out run"):
         script.recipe_scores([zoomed], UNetConfig(width=16, depth=4), script.recipe(args))
+
+
+def test_a_checkpoint_from_before_per_batch_crops_is_not_resumed(script, monkeypatch, tmp_path):
+    """Such a run drew all its crops from one generator: continuing it would change its crops."""
+    from napari_loopseg.core.checkpoint import save_checkpoint
+
+    run = tmp_path / "old"
+    save_checkpoint(run / "last.safetensors", {"step": 5, "rng": {"state": 1}}, {"options": {}, "seconds": 1})
+    monkeypatch.setattr(sys, "argv", ["train_bundled.py", "--run", str(run), "--resume"])
+    with pytest.raises(SystemExit, match="before crops were drawn per batch"):
+        script.main()
