@@ -32,9 +32,8 @@ def model_dir(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_model_file(tmp_path_factory):
-    """A small U-Net trained for a few seconds on synthetic nuclei: finds some, fast to run."""
+def _train_tiny_model(folder, steps: int):
+    """A small U-Net trained for a few seconds on synthetic nuclei, saved in ``folder``."""
     import numpy as np
     import torch
 
@@ -54,11 +53,24 @@ def tiny_model_file(tmp_path_factory):
         image, labels = make_nuclei((128, 128), seed=seed)
         samples.append(Sample(normalize_plane(image), labels.astype(np.int32)))
     config = UNetConfig(width=8, depth=2)
-    settings = TrainConfig(steps=80, batch_size=4, crop=64, lr=1e-2, device="cpu", precision="fp32")
+    settings = TrainConfig(steps=steps, batch_size=4, crop=64, lr=1e-2, device="cpu", precision="fp32")
     net = drive(train_iter(UNet(config), samples, settings))
     diameters = Diameters.measure([s.labels for s in samples])
     card = make_card("tiny", config, Normalization(), DecodeParams(), diameters=diameters)
-    return save_model(net, card, tmp_path_factory.mktemp("tiny"))
+    return save_model(net, card, folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """A tiny model that finds some nuclei, not all (fine-tuning has room to improve it)."""
+    return _train_tiny_model(tmp_path_factory.mktemp("tiny"), steps=80)
+
+
+@pytest.fixture(scope="session")
+def steady_model_file(tmp_path_factory):
+    """The tiny model trained twice as long: for tests of geometry (rescaling, tiling), where a
+    nucleus on the edge of the model's threshold would test the model instead."""
+    return _train_tiny_model(tmp_path_factory.mktemp("steady"), steps=160)
 
 
 @pytest.fixture
