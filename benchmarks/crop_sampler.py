@@ -18,6 +18,7 @@ import argparse
 import os
 import platform
 import time
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def main() -> None:
     recipe = TrainConfig(batch_size=8, crop=256, scale_range=(0.75, 1.33))
     rows = []
     for workers in args.workers:
-        rows.append(measure(samples, TrainConfig(**{**vars(recipe), "workers": workers}), args.batches))
+        rows.append(measure(samples, replace(recipe, workers=workers), args.batches))
         print(rows[-1], flush=True)
     result = {
         "benchmark": "crop sampler",

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -106,13 +108,13 @@ def test_worker_processes_make_the_same_batches_as_the_training_thread(training_
     samples = [training_sample(0), training_sample(1, reviewed=True)]
     config = TrainConfig(batch_size=2, crop=32, scale_range=(0.8, 1.25), elastic=2.0, seed=5)
     here = list(batches(samples, config, steps=6))
-    workers = list(batches(samples, TrainConfig(**{**vars(config), "workers": 2}), steps=6))
+    workers = list(batches(samples, replace(config, workers=2), steps=6))
     resumed = list(batches(samples, config, steps=6, first=4))
     assert len(here) == len(workers) == 6 and len(resumed) == 2
     assert all(_same(a, b) for a, b in zip(here, workers, strict=True))
     assert _same(here[4], resumed[0]) and _same(here[5], resumed[1])
     assert not _same(here[0], here[1])  # each batch its own draw
-    other = next(batches(samples, TrainConfig(**{**vars(config), "seed": 6}), steps=1))
+    other = next(batches(samples, replace(config, seed=6), steps=1))
     assert not _same(here[0], other)
 
 

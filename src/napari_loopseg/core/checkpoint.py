@@ -1,10 +1,10 @@
 """Training state on disk and back, never pickled: training that survives the end of a session.
 
 A checkpoint is one safetensors file. Its tensors: the model's state (and its moving average's),
-the optimizer's per-parameter
-state (AdamW moments and step counts) and torch's RNG; its metadata, as JSON: the step, the
-learning-rate schedule, the crop sampler's numpy RNG, the optimizer's hyper-parameters and
-whatever the caller adds (configuration, scores, seconds trained). A readable ``.json`` copy of the
+the optimizer's per-parameter state (AdamW moments and step counts) and torch's RNG; its
+metadata, as JSON: the step, the learning-rate schedule, the optimizer's hyper-parameters and
+whatever the caller adds (configuration, scores, seconds trained). Crops need no state: batch k
+depends only on the seed and k (``core.crops``). A readable ``.json`` copy of the
 metadata sits beside it. Files are written atomically (temporary file, then rename), so a run
 killed while saving leaves the previous checkpoint whole.
 """
