@@ -61,7 +61,8 @@ log = logging.getLogger("train_bundled")
 TRAINING_OPTIONS = (
     "steps", "batch_size", "crop", "lr", "width", "depth", "seed", "kind_balance", "init",
     "holdout", "train_bbbc039", "validate_every", "scale", "gamma", "blur", "saturation",
-    "object_dimming", "object_crops", "small_boost", "rim_weight", "colour", "ema",
+    "object_dimming", "object_crops", "small_boost", "rim_weight", "colour", "ema", "dice",
+    "input_gamma",
 )  # fmt: skip
 
 
@@ -100,8 +101,10 @@ def recipe(args: argparse.Namespace) -> dict:
             "touching": "between two objects",
             "small_boost": args.small_boost,
             "rim_weight": args.rim_weight,
+            "dice": args.dice,
         },
         "colour": args.colour,
+        "input_gamma": args.input_gamma,
         "ema": args.ema,
     }
 
@@ -113,7 +116,10 @@ def recipe_scores(paths: list[Path], arch: UNetConfig, ours: dict) -> dict[str, 
     scores: dict[str, dict] = {}
     for path in paths:
         model = load_path(path)
-        card = {"ema": 0.0, **model.card.get("training", {})}  # cards before 2026-12-07: no average
+        # cards before 2026-12-07 have no average, no Dice term and no input gamma
+        card = {"ema": 0.0, "input_gamma": 1.0, **model.card.get("training", {})}
+        if isinstance(card.get("loss_weights"), dict):
+            card["loss_weights"] = {"dice": 0.0, **card["loss_weights"]}
         if model.net.config != arch or not str(card.get("selected_on", "")).startswith("held-out"):
             raise SystemExit(f"--scores-from {path}: not a held-out run of this architecture")
         if differs := {k: (card.get(k), v) for k, v in ours.items() if card.get(k) != v}:
@@ -191,6 +197,18 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=1.0,
         help="loss weight of pixels within 2 px of an object's outline (1: off)",
+    )
+    parser.add_argument(
+        "--dice",
+        type=float,
+        default=0.0,
+        help="weight of a soft Dice loss on the foreground and outline maps (0: off)",
+    )
+    augment.add_argument(
+        "--input-gamma",
+        type=float,
+        default=1.0,
+        help="exponent after percentile normalisation, kept in the card (below 1 lifts dim nuclei)",
     )
     augment.add_argument(
         "--colour",
@@ -285,7 +303,7 @@ def main() -> None:
             raise SystemExit(f"--resume with other training options (checkpoint, now): {changed}")
         log.info("resuming from step %d (%.0f s trained)", resume["step"], meta["seconds"])
 
-    norm = Normalization(colour=args.colour)
+    norm = Normalization(colour=args.colour, gamma=args.input_gamma)
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -299,6 +317,7 @@ def main() -> None:
         object_crops=args.object_crops,
         small_boost=args.small_boost,
         rim_weight=args.rim_weight,
+        dice=args.dice,
         ema=args.ema,
         validate_every=args.validate_every if args.holdout != "none" else 0,
         seed=args.seed,

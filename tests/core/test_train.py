@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from napari_loopseg.core.progress import drive
-from napari_loopseg.core.train import TrainConfig, kept_weights, train_iter
+from napari_loopseg.core.train import TrainConfig, kept_weights, train_iter, weighted_loss
 from napari_loopseg.core.unet import UNet, UNetConfig
 
 
@@ -167,3 +167,23 @@ def test_moving_average_decay_must_be_a_fraction(training_sample):
     with pytest.raises(ValueError, match="ema"):
         net = UNet(UNetConfig(width=4, depth=2))
         next(train_iter(net, [training_sample(0)], TrainConfig(steps=2, ema=1.5)))
+
+
+def test_dice_term_scores_overlap_on_weighted_pixels_only():
+    targets = torch.zeros(2, 3, 16, 16)
+    targets[:, :2, 4:8, 4:8] = 1.0
+    weights = torch.ones(2, 1, 16, 16)
+    right = torch.where(targets > 0, 12.0, -12.0)
+    wrong = -right
+    assert weighted_loss(right, targets, weights, dice=1.0) == pytest.approx(
+        float(weighted_loss(right, targets, weights)), abs=1e-3
+    )
+    extra = weighted_loss(wrong, targets, weights, dice=1.0) - weighted_loss(wrong, targets, weights)
+    assert float(extra) == pytest.approx(1.0, abs=1e-2)
+    unreviewed = weights.clone()
+    unreviewed[:, :, 10:] = 0  # predictions there are not the user's concern
+    noisy = right.clone()
+    noisy[:, :2, 10:] = 12.0
+    assert float(weighted_loss(noisy, targets, unreviewed, dice=1.0)) == pytest.approx(
+        float(weighted_loss(right, targets, unreviewed, dice=1.0)), abs=1e-6
+    )

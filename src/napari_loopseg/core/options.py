@@ -75,6 +75,10 @@ class TrainConfig:
     small_boost: float = 1.0
     #: Loss weight of pixels within 2 px of an object's outline (1 = off).
     rim_weight: float = 1.0
+    #: Weight of a soft Dice loss on the foreground and outline maps, added to the cross-entropy
+    #: (0 = off): Dice counts each map's overlap, not its pixels, so thin outlines and small
+    #: objects are not outvoted by background.
+    dice: float = 0.0
     freeze_norm: bool = False
     #: > 0: decay of an exponential moving average of the weights (buffers included), which is
     #: what validation scores and training returns (0: off, the last step's weights).

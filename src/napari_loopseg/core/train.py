@@ -39,10 +39,25 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, config.steps - warm)))
 
 
-def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Pixel-weighted binary cross-entropy over all maps; zero-weight pixels teach nothing."""
-    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-    return (per_pixel * weights).sum() / (weights.sum() * logits.shape[1]).clamp_min(1.0)
+#: Maps the Dice term scores: foreground and outline (the third, distance, is a regression).
+DICE_MAPS = 2
+
+
+def weighted_loss(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, dice: float = 0.0
+) -> torch.Tensor:
+    """Pixel-weighted binary cross-entropy over all maps, plus ``dice`` times a weighted soft Dice
+    loss on the foreground and outline maps (over the whole batch, so crops without objects add
+    no noise); zero-weight pixels teach nothing."""
+    logits = logits.float()
+    per_pixel = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    loss = (per_pixel * weights).sum() / (weights.sum() * logits.shape[1]).clamp_min(1.0)
+    if dice:
+        probs, truth = torch.sigmoid(logits[:, :DICE_MAPS]), targets[:, :DICE_MAPS]
+        overlap = (weights * probs * truth).sum(dim=(0, 2, 3))
+        total = (weights * (probs + truth)).sum(dim=(0, 2, 3))
+        loss = loss + dice * (1 - (2 * overlap + 1) / (total + 1)).mean()
+    return loss
 
 
 def _averaged(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
@@ -133,7 +148,7 @@ def train_iter(
         images, targets, weights = (t.to(device, non_blocking=True) for t in next(stream))
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(images.contiguous(memory_format=torch.channels_last))
-        loss = weighted_loss(logits, targets, weights)
+        loss = weighted_loss(logits, targets, weights, config.dice)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
