@@ -62,7 +62,7 @@ TRAINING_OPTIONS = (
     "steps", "batch_size", "crop", "lr", "width", "depth", "seed", "kind_balance", "init",
     "holdout", "train_bbbc039", "validate_every", "scale", "gamma", "blur", "saturation",
     "object_dimming", "object_crops", "small_boost", "rim_weight", "colour", "ema", "dice",
-    "input_gamma",
+    "input_gamma", "group_balance",
 )  # fmt: skip
 
 
@@ -240,6 +240,12 @@ def parse_args() -> argparse.Namespace:
         help="0: draw images uniformly; 1: every kind equally often",
     )
     parser.add_argument(
+        "--group-balance",
+        type=float,
+        default=0.0,
+        help="0: off; 1: every acquisition group (BBBC039 is one) equally often",
+    )
+    parser.add_argument(
         "--init", type=Path, default=None, help="start from this model file (same architecture)"
     )
     parser.add_argument(
@@ -339,7 +345,8 @@ def main() -> None:
     groups = Groups.read(args.groups) if args.holdout != "none" else None
     bbbc039 = args.bbbc039 if args.train_bbbc039 else None
     entries = training_entries(args.data, groups, bbbc039, exclude_val=args.holdout == "groups+val")
-    train, _ = load_samples(entries, norm, args.kind_balance)
+    group_of = Groups.read(args.groups).group_of() if args.group_balance else None
+    train, _ = load_samples(entries, norm, args.kind_balance, group_of, args.group_balance)
     sets: dict[str, list[Sample]] = {}
     kinds: dict[str, list[str]] = {}
     if groups is not None:
@@ -459,6 +466,7 @@ def main() -> None:
         "lr": args.lr,
         **recipe(args),
         "kind_balance": args.kind_balance,
+        "group_balance": args.group_balance,
         "init": described(args.init) if args.init else None,
         "seed": args.seed,
         "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu")),

@@ -5,7 +5,8 @@ import logging
 import numpy as np
 import tifffile
 
-from napari_loopseg.core.datasets import read_folder
+from napari_loopseg.core.datasets import load_samples, read_folder
+from napari_loopseg.core.normalize import Normalization
 
 
 def labelled_folder(tmp_path, manifest: str):
@@ -33,3 +34,17 @@ def test_split_and_kind_come_from_the_manifest(tmp_path):
     assert (entry.id, entry.kind, entry.split) == ("b", "fluorescence", "val")
     image, labels = entry.read()
     assert image.shape == labels.shape and labels.dtype == np.int32
+
+
+def test_group_balance_draws_each_group_equally_often(tmp_path):
+    folder = labelled_folder(tmp_path, "id,kind\na,fluorescence\nb,fluorescence\n")
+    (tmp_path / "images" / "c.tif").write_bytes((tmp_path / "images" / "a.tif").read_bytes())
+    (tmp_path / "labels" / "c.tif").write_bytes((tmp_path / "labels" / "a.tif").read_bytes())
+    with open(folder / "manifest.csv", "a") as manifest:
+        manifest.write("c,fluorescence\n")
+    entries = read_folder(folder)
+    plain, _ = load_samples(entries, Normalization())
+    assert [s.weight for s in plain] == [1.0, 1.0, 1.0]
+    balanced, _ = load_samples(entries, Normalization(), group_of={"a": "big", "b": "big"}, group_balance=1)
+    weights = [s.weight for s in balanced]  # a and b share a group; c is grouped by its folder
+    assert weights[0] == weights[1] and weights[0] + weights[1] == weights[2]

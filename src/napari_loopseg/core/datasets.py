@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,15 +137,25 @@ def training_entries(
 
 
 def load_samples(
-    entries: list[Entry], norm: Normalization, kind_balance: float = 0.0
+    entries: list[Entry],
+    norm: Normalization,
+    kind_balance: float = 0.0,
+    group_of: Mapping[str, str] | None = None,
+    group_balance: float = 0.0,
 ) -> tuple[list[Sample], list[str]]:
     """Normalised samples; with ``kind_balance`` b, an image of a kind with n images is drawn
-    (N / n) ** b times as often, so rare modalities (stains, brightfield) are not drowned out."""
+    (N / n) ** b times as often, so rare modalities (stains, brightfield) are not drowned out.
+    ``group_balance`` does the same for acquisition groups (``group_of``: image id -> group; an
+    image without one is grouped with its folder), so one large screen does not set the look of
+    a nucleus."""
     per_kind = Counter(e.kind for e in entries)
+    group = {e.id: (group_of or {}).get(e.id, e.folder.name) for e in entries}
+    per_group = Counter(group.values())
     samples = []
     for entry in entries:
         image, labels = entry.read()
         weight = (len(entries) / per_kind[entry.kind]) ** kind_balance
+        weight *= (len(entries) / per_group[group[entry.id]]) ** group_balance
         samples.append(Sample(normalize_plane(image, rgb=image.ndim == 3, norm=norm), labels, weight=weight))
     return samples, [e.kind for e in entries]
 
