@@ -62,7 +62,7 @@ TRAINING_OPTIONS = (
     "steps", "batch_size", "crop", "lr", "width", "depth", "seed", "kind_balance", "init",
     "holdout", "train_bbbc039", "validate_every", "scale", "gamma", "blur", "saturation",
     "object_dimming", "object_crops", "small_boost", "rim_weight", "colour", "ema", "dice",
-    "input_gamma", "group_balance",
+    "input_gamma", "group_balance", "weight_decay",
 )  # fmt: skip
 
 
@@ -171,6 +171,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW's decoupled weight decay")
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--validate-every", type=int, default=500)
@@ -315,6 +316,7 @@ def main() -> None:
         batch_size=args.batch_size,
         crop=args.crop,
         lr=args.lr,
+        weight_decay=args.weight_decay,
         scale_range=(args.scale[0], args.scale[1]),
         gamma=args.gamma,
         blur=args.blur,
@@ -464,6 +466,7 @@ def main() -> None:
         "selected_on": "held-out groups, AP@0.5 + mean AP" if sets else "last step",
         "decode_tuned_on": decode_source,
         "lr": args.lr,
+        "weight_decay": args.weight_decay,
         **recipe(args),
         "kind_balance": args.kind_balance,
         "group_balance": args.group_balance,
