@@ -62,7 +62,7 @@ TRAINING_OPTIONS = (
     "steps", "batch_size", "crop", "lr", "width", "depth", "seed", "kind_balance", "init",
     "holdout", "train_bbbc039", "validate_every", "scale", "gamma", "blur", "saturation",
     "object_dimming", "object_crops", "small_boost", "rim_weight", "colour", "ema", "dice",
-    "input_gamma", "group_balance", "weight_decay",
+    "group_balance", "weight_decay",
 )  # fmt: skip
 
 
@@ -104,7 +104,6 @@ def recipe(args: argparse.Namespace) -> dict:
             "dice": args.dice,
         },
         "colour": args.colour,
-        "input_gamma": args.input_gamma,
         "ema": args.ema,
     }
 
@@ -116,8 +115,8 @@ def recipe_scores(paths: list[Path], arch: UNetConfig, ours: dict) -> dict[str, 
     scores: dict[str, dict] = {}
     for path in paths:
         model = load_path(path)
-        # cards before 2026-12-07 have no average, no Dice term and no input gamma
-        card = {"ema": 0.0, "input_gamma": 1.0, **model.card.get("training", {})}
+        # cards before 2026-12-07 have no average and no Dice term
+        card = {"ema": 0.0, **model.card.get("training", {})}
         if isinstance(card.get("loss_weights"), dict):
             card["loss_weights"] = {"dice": 0.0, **card["loss_weights"]}
         if model.net.config != arch or not str(card.get("selected_on", "")).startswith("held-out"):
@@ -204,12 +203,6 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=0.0,
         help="weight of a soft Dice loss on the foreground and outline maps (0: off)",
-    )
-    augment.add_argument(
-        "--input-gamma",
-        type=float,
-        default=1.0,
-        help="exponent after percentile normalisation, kept in the card (below 1 lifts dim nuclei)",
     )
     augment.add_argument(
         "--colour",
@@ -310,7 +303,7 @@ def main() -> None:
             raise SystemExit(f"--resume with other training options (checkpoint, now): {changed}")
         log.info("resuming from step %d (%.0f s trained)", resume["step"], meta["seconds"])
 
-    norm = Normalization(colour=args.colour, gamma=args.input_gamma)
+    norm = Normalization(colour=args.colour)
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,

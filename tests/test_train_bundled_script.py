@@ -73,9 +73,6 @@ def test_figures_of_another_recipe_or_a_run_not_held_out_are_refused(script, mon
     averaged = held_out_run(script, args, tmp_path, "nuclei-ema", {}, ema=0.999)
     with pytest.raises(SystemExit, match="another recipe.*ema"):
         script.recipe_scores([averaged], arch, script.recipe(args))
-    lifted = held_out_run(script, args, tmp_path, "nuclei-gamma", {}, input_gamma=0.5)
-    with pytest.raises(SystemExit, match="another recipe.*input_gamma"):
-        script.recipe_scores([lifted], arch, script.recipe(args))
     everything = held_out_run(script, args, tmp_path, "nuclei-all", {}, selected_on="last step")
     with pytest.raises(SystemExit, match="not a held-out run"):
         script.recipe_scores([everything], arch, script.recipe(args))
@@ -83,10 +80,10 @@ def test_figures_of_another_recipe_or_a_run_not_held_out_are_refused(script, mon
         script.recipe_scores([zoomed], UNetConfig(width=16, depth=4), script.recipe(args))
 
 
-def test_cards_from_before_the_dice_term_and_input_gamma_are_the_same_recipe(script, monkeypatch, tmp_path):
+def test_cards_from_before_the_dice_term_are_the_same_recipe(script, monkeypatch, tmp_path):
     args = arguments(script, monkeypatch, "--holdout", "none")
     training = {**script.recipe(args), "selected_on": "held-out groups, AP@0.5 + mean AP"}
-    del training["input_gamma"], training["loss_weights"]["dice"]
+    del training["loss_weights"]["dice"]
     config = UNetConfig(width=8, depth=2)
     card = make_card("nuclei-older", config, Normalization(), DecodeParams(), training=training,
                      metrics={"dsb2018_val": {"ap50": 0.7}})  # fmt: skip

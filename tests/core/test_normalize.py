@@ -107,19 +107,3 @@ def test_cards_without_a_colour_keep_luminance_and_unknown_colours_are_refused()
     assert Normalization.from_dict(Normalization(colour="haematoxylin").to_dict()).colour == "haematoxylin"
     with pytest.raises(ValueError, match="colour"):
         Normalization.from_dict({"colour": "eosin"})
-
-
-def test_gamma_lifts_dim_values_keeps_order_and_sign():
-    plane = np.array([[0, 10, 40, 1000], [100, 400, 1000, 1000]], np.uint16)
-    linear = normalize_plane(plane, norm=Normalization(0, 100, "no"))
-    lifted = normalize_plane(plane, norm=Normalization(0, 100, "no", gamma=0.5))
-    np.testing.assert_allclose(lifted, np.sqrt(linear), rtol=1e-6)
-    below = normalize_plane(plane, norm=Normalization(50, 100, "no", gamma=0.5))
-    assert below.min() < 0 and np.array_equal(np.argsort(below, None), np.argsort(plane, None, kind="stable"))
-
-
-def test_gamma_is_kept_in_cards_and_checked():
-    assert Normalization.from_dict({}).gamma == 1.0
-    assert Normalization.from_dict(Normalization(gamma=0.5).to_dict()).gamma == 0.5
-    with pytest.raises(ValueError, match="gamma"):
-        Normalization.from_dict({"gamma": 0})

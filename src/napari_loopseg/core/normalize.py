@@ -33,9 +33,6 @@ class Normalization:
     #: How an RGB image becomes one plane: ``luminance``, or the haematoxylin stain's optical
     #: density (colour deconvolution), which keeps what tells nuclei from eosin-stained tissue.
     colour: Colour = "luminance"
-    #: Exponent applied after the percentile map (sign kept): below 1 it lifts dim nuclei toward
-    #: bright ones of the same field, the same way in training and in use.
-    gamma: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,14 +41,11 @@ class Normalization:
     def from_dict(cls, data: dict) -> Normalization:
         low, high = float(data.get("low", 1.0)), float(data.get("high", 99.8))
         invert, colour = data.get("invert", "auto"), data.get("colour", "luminance")
-        gamma = float(data.get("gamma", 1.0))
         if not (0 <= low < high <= 100) or invert not in ("auto", "yes", "no"):
             raise ValueError(f"invalid normalisation {data}")
         if colour not in get_args(Colour):
             raise ValueError(f"invalid normalisation colour {colour!r}")
-        if not 0.1 <= gamma <= 10:
-            raise ValueError(f"normalisation gamma must lie in [0.1, 10], got {gamma}")
-        return cls(low, high, invert, colour, gamma)
+        return cls(low, high, invert, colour)
 
 
 def check_dtype(array: np.ndarray) -> None:
@@ -101,21 +95,16 @@ def haematoxylin(rgb: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IntensityMap:
-    """The map (linear, flip, then gamma) that normalises one image; computed once, applied to
-    any part."""
+    """The linear map (and flip) that normalises one image; computed once, applied to any part."""
 
     low: float
     scale: float
     invert: bool
-    gamma: float = 1.0
 
     def apply(self, grey: np.ndarray) -> np.ndarray:
         out = np.nan_to_num(grey, nan=self.low, posinf=self.low + self.scale, neginf=self.low) - self.low
         out = (out / self.scale).astype(np.float32, copy=False)
-        out = 1.0 - out if self.invert else out
-        if self.gamma == 1.0:
-            return out
-        return (np.sign(out) * np.abs(out) ** np.float32(self.gamma)).astype(np.float32, copy=False)
+        return 1.0 - out if self.invert else out
 
 
 def intensity_map(grey: np.ndarray, norm: Normalization = Normalization()) -> IntensityMap:
@@ -132,7 +121,7 @@ def intensity_map(grey: np.ndarray, norm: Normalization = Normalization()) -> In
     lo, hi = np.percentile(finite, [norm.low, norm.high])
     scale = float(hi - lo) if hi > lo else 1.0
     invert = norm.invert == "yes" or (norm.invert == "auto" and np.median(finite) > lo + 0.5 * scale)
-    return IntensityMap(float(lo), scale, bool(invert), norm.gamma)
+    return IntensityMap(float(lo), scale, bool(invert))
 
 
 def normalize_plane(
