@@ -3,6 +3,7 @@
 import logging
 
 import numpy as np
+import pytest
 import tifffile
 
 from napari_loopseg.core.datasets import load_samples, read_folder
@@ -47,4 +48,7 @@ def test_group_balance_draws_each_group_equally_often(tmp_path):
     assert [s.weight for s in plain] == [1.0, 1.0, 1.0]
     balanced, _ = load_samples(entries, Normalization(), group_of={"a": "big", "b": "big"}, group_balance=1)
     weights = [s.weight for s in balanced]  # a and b share a group; c is grouped by its folder
-    assert weights[0] == weights[1] and weights[0] + weights[1] == weights[2]
+    assert weights[0] == weights[1] and weights[0] + weights[1] == pytest.approx(weights[2])
+    assert sum(weights) == pytest.approx(3.0)  # the kind is drawn as often as before
+    half, _ = load_samples(entries, Normalization(), group_of={"a": "big", "b": "big"}, group_balance=0.5)
+    assert weights[0] < half[0].weight < 1.0 < half[2].weight < weights[2]

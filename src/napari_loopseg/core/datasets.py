@@ -9,6 +9,7 @@ Held-out acquisition groups are read from the JSON that ``scripts/acquisition_gr
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -145,19 +146,33 @@ def load_samples(
 ) -> tuple[list[Sample], list[str]]:
     """Normalised samples; with ``kind_balance`` b, an image of a kind with n images is drawn
     (N / n) ** b times as often, so rare modalities (stains, brightfield) are not drowned out.
-    ``group_balance`` does the same for acquisition groups (``group_of``: image id -> group; an
-    image without one is grouped with its folder), so one large screen does not set the look of
-    a nucleus."""
-    per_kind = Counter(e.kind for e in entries)
-    group = {e.id: (group_of or {}).get(e.id, e.folder.name) for e in entries}
-    per_group = Counter(group.values())
+
+    ``group_balance`` g shares each kind's draws out among its acquisition groups (``group_of``:
+    image id -> group; an image without one is grouped with its folder): a group's share goes
+    from what its images would draw (crops are drawn in proportion to the square root of an
+    image's area, ``core.crops``) to that share to the power 1 - g, so at 1 every group of a kind
+    is drawn equally often and one large screen does not set the look of a nucleus."""
+    kinds = [e.kind for e in entries]
+    groups = [(group_of or {}).get(e.id, e.folder.name) for e in entries]
     samples = []
     for entry in entries:
         image, labels = entry.read()
-        weight = (len(entries) / per_kind[entry.kind]) ** kind_balance
-        weight *= (len(entries) / per_group[group[entry.id]]) ** group_balance
-        samples.append(Sample(normalize_plane(image, rgb=image.ndim == 3, norm=norm), labels, weight=weight))
-    return samples, [e.kind for e in entries]
+        samples.append(Sample(normalize_plane(image, rgb=image.ndim == 3, norm=norm), labels))
+    per_kind = Counter(kinds)
+    weights = np.array([(len(entries) / per_kind[k]) ** kind_balance for k in kinds])
+    if group_balance:
+        draws = np.sqrt([s.labels.size for s in samples])
+        for kind in per_kind:
+            mine = [i for i, k in enumerate(kinds) if k == kind]
+            share: Counter[str] = Counter()
+            for i in mine:
+                share[groups[i]] += draws[i]
+            target = {g: v ** (1 - group_balance) for g, v in share.items()}
+            scale = sum(share.values()) / sum(target.values())
+            for i in mine:
+                weights[i] *= scale * target[groups[i]] / share[groups[i]]
+    samples = [dataclasses.replace(s, weight=float(w)) for s, w in zip(samples, weights, strict=True)]
+    return samples, kinds
 
 
 def rescaled(image: np.ndarray, labels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
