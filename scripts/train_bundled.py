@@ -15,7 +15,7 @@ held-out runs of the same recipe, ``--scores-from``, each naming its model).
 
 Validation every ``--validate-every`` steps on the held-out groups picks the best checkpoint
 (AP@0.5 + mean AP); the old val split and BBBC039 are logged beside it. The run folder holds
-``last.safetensors`` (weights, optimizer, step, both RNGs, configuration: written atomically every
+``last.safetensors`` (weights, optimizer, step, torch's RNG, configuration: written atomically every
 ``--checkpoint-minutes`` and after each validation), ``best.safetensors`` and ``train.log``; no
 pickle anywhere. ``--resume`` continues exactly where ``last`` stopped (refused if the training
 options differ). At the end, decode thresholds are tuned on the held-out groups and the model is
