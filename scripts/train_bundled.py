@@ -340,7 +340,7 @@ def main() -> None:
     groups = Groups.read(args.groups) if args.holdout != "none" else None
     bbbc039 = args.bbbc039 if args.train_bbbc039 else None
     entries = training_entries(args.data, groups, bbbc039, exclude_val=args.holdout == "groups+val")
-    group_of = Groups.read(args.groups).group_of() if args.group_balance else None
+    group_of = (groups or Groups.read(args.groups)).group_of() if args.group_balance else None
     train, _ = load_samples(entries, norm, args.kind_balance, group_of, args.group_balance)
     sets: dict[str, list[Sample]] = {}
     kinds: dict[str, list[str]] = {}

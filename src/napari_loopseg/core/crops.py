@@ -49,6 +49,13 @@ class Sample:
             raise ValueError(f"sample weight must be positive, got {self.weight}")
 
 
+def area_draws(sample: Sample) -> float:
+    """How often a sample is drawn before its ``weight``: the square root of its supervised
+    (reviewed) area, so large images count for more, but not in proportion."""
+    supervised = sample.labels.size if sample.reviewed is None else float(sample.reviewed.sum())
+    return float(np.sqrt(supervised))
+
+
 class CropSampler:
     """Random crops (with scale, flips, rotations, intensity jitter) and their targets.
 
@@ -59,12 +66,10 @@ class CropSampler:
             raise ValueError("no training samples")
         self.samples = samples
         self.config = config
-        supervised = np.array(
-            [s.labels.size if s.reviewed is None else float(s.reviewed.sum()) for s in samples], float
-        )
-        if supervised.sum() <= 0:
+        draws = np.array([area_draws(s) for s in samples])
+        if draws.sum() <= 0:
             raise ValueError("no reviewed pixels to learn from")
-        draws = np.sqrt(supervised) * np.array([s.weight for s in samples], float)
+        draws *= np.array([s.weight for s in samples], float)
         self.p = draws / draws.sum()
         self.object_pixels: list[np.ndarray | None] = [None] * len(samples)
         self.reviewed_coords = [None if s.reviewed is None else np.argwhere(s.reviewed) for s in samples]

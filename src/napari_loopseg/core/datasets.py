@@ -12,14 +12,14 @@ import csv
 import dataclasses
 import json
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .crops import Sample
+from .crops import Sample, area_draws
 from .normalize import Normalization, normalize_plane
 
 log = logging.getLogger(__name__)
@@ -149,28 +149,31 @@ def load_samples(
 
     ``group_balance`` g shares each kind's draws out among its acquisition groups (``group_of``:
     image id -> group; an image without one is grouped with its folder): a group's share goes
-    from what its images would draw (crops are drawn in proportion to the square root of an
-    image's area, ``core.crops``) to that share to the power 1 - g, so at 1 every group of a kind
-    is drawn equally often and one large screen does not set the look of a nucleus."""
+    from what its images would draw (``core.crops.area_draws``) to that share to the power
+    1 - g, so at 1 every group of a kind is drawn equally often and one large screen does not set
+    the look of a nucleus."""
     kinds = [e.kind for e in entries]
-    groups = [(group_of or {}).get(e.id, e.folder.name) for e in entries]
     samples = []
     for entry in entries:
         image, labels = entry.read()
         samples.append(Sample(normalize_plane(image, rgb=image.ndim == 3, norm=norm), labels))
     per_kind = Counter(kinds)
-    weights = np.array([(len(entries) / per_kind[k]) ** kind_balance for k in kinds])
+    weights = [(len(entries) / per_kind[k]) ** kind_balance for k in kinds]
     if group_balance:
-        draws = np.sqrt([s.labels.size for s in samples])
-        for kind in per_kind:
-            mine = [i for i, k in enumerate(kinds) if k == kind]
-            share: Counter[str] = Counter()
-            for i in mine:
-                share[groups[i]] += draws[i]
-            target = {g: v ** (1 - group_balance) for g, v in share.items()}
-            scale = sum(share.values()) / sum(target.values())
-            for i in mine:
-                weights[i] *= scale * target[groups[i]] / share[groups[i]]
+        keys = [(e.kind, (group_of or {}).get(e.id, e.folder.name)) for e in entries]
+        share: defaultdict[tuple[str, str], float] = defaultdict(float)
+        for key, sample in zip(keys, samples, strict=True):
+            share[key] += area_draws(sample)
+        target = {key: value ** (1 - group_balance) for key, value in share.items()}
+        kind_share: defaultdict[str, float] = defaultdict(float)
+        kind_target: defaultdict[str, float] = defaultdict(float)
+        for (kind, group), value in share.items():
+            kind_share[kind] += value
+            kind_target[kind] += target[(kind, group)]
+        weights = [
+            w * target[key] / share[key] * kind_share[key[0]] / kind_target[key[0]]
+            for w, key in zip(weights, keys, strict=True)
+        ]
     samples = [dataclasses.replace(s, weight=float(w)) for s, w in zip(samples, weights, strict=True)]
     return samples, kinds
 
