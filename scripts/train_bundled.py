@@ -105,6 +105,7 @@ def recipe(args: argparse.Namespace) -> dict:
         },
         "colour": args.colour,
         "ema": args.ema,
+        "weight_decay": args.weight_decay,
     }
 
 
@@ -115,8 +116,8 @@ def recipe_scores(paths: list[Path], arch: UNetConfig, ours: dict) -> dict[str, 
     scores: dict[str, dict] = {}
     for path in paths:
         model = load_path(path)
-        # cards before 2026-12-07 have no average and no Dice term
-        card = {"ema": 0.0, **model.card.get("training", {})}
+        # cards before 2026-12-07 have no average, no Dice term and AdamW's decay of 1e-4 unsaid
+        card = {"ema": 0.0, "weight_decay": 1e-4, **model.card.get("training", {})}
         if isinstance(card.get("loss_weights"), dict):
             card["loss_weights"] = {"dice": 0.0, **card["loss_weights"]}
         if model.net.config != arch or not str(card.get("selected_on", "")).startswith("held-out"):
@@ -170,7 +171,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW's decoupled weight decay")
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.05,
+        help="AdamW's decoupled weight decay (0.05 beat 1e-4 on the held-out groups with two seeds)",
+    )
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--validate-every", type=int, default=500)
@@ -459,7 +465,6 @@ def main() -> None:
         "selected_on": "held-out groups, AP@0.5 + mean AP" if sets else "last step",
         "decode_tuned_on": decode_source,
         "lr": args.lr,
-        "weight_decay": args.weight_decay,
         **recipe(args),
         "kind_balance": args.kind_balance,
         "group_balance": args.group_balance,

@@ -80,18 +80,24 @@ def test_figures_of_another_recipe_or_a_run_not_held_out_are_refused(script, mon
         script.recipe_scores([zoomed], UNetConfig(width=16, depth=4), script.recipe(args))
 
 
-def test_cards_from_before_the_dice_term_are_the_same_recipe(script, monkeypatch, tmp_path):
-    args = arguments(script, monkeypatch, "--holdout", "none")
+def test_cards_from_before_the_dice_term_and_weight_decay_are_read_as_what_they_ran(
+    script, monkeypatch, tmp_path
+):
+    args = arguments(script, monkeypatch, "--holdout", "none", "--weight-decay", "1e-4")
     training = {**script.recipe(args), "selected_on": "held-out groups, AP@0.5 + mean AP"}
     del training["loss_weights"]["dice"]
+    del training["weight_decay"]
     config = UNetConfig(width=8, depth=2)
     card = make_card("nuclei-older", config, Normalization(), DecodeParams(), training=training,
                      metrics={"dsb2018_val": {"ap50": 0.7}})  # fmt: skip
     older = save_model(UNet(config), card, tmp_path)
     assert script.recipe_scores([older], config, script.recipe(args))["dsb2018_val"]["ap50"] == 0.7
-    with_dice = arguments(script, monkeypatch, "--holdout", "none", "--dice", "1")
+    with_dice = arguments(script, monkeypatch, "--holdout", "none", "--weight-decay", "1e-4", "--dice", "1")
     with pytest.raises(SystemExit, match="another recipe.*loss_weights"):
         script.recipe_scores([older], config, script.recipe(with_dice))
+    today = arguments(script, monkeypatch, "--holdout", "none")
+    with pytest.raises(SystemExit, match="another recipe.*weight_decay"):
+        script.recipe_scores([older], config, script.recipe(today))
 
 
 def test_a_checkpoint_from_before_per_batch_crops_is_not_resumed(script, monkeypatch, tmp_path):
