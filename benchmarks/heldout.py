@@ -124,8 +124,7 @@ def main() -> None:
     notes = [
         f"Model `{model.name}`, "
         + ("object size estimated per image" if args.object_size else "default settings")
-        + f", {precision} on {device}, "
-        f"{torch.get_num_threads()} threads.",
+        + f", {precision} on {device}, torch threads: {torch.get_num_threads()}.",
         f"heldout = DSB groups {', '.join(groups.held_out)} ({args.groups.name}).",
         (
             "bbbc039 is leave-one-source-out only for a model trained without BBBC039 and without DSB "
