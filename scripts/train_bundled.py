@@ -174,8 +174,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--weight-decay",
         type=float,
-        default=0.05,
-        help="AdamW's decoupled weight decay (0.05 beat 1e-4 on the held-out groups with two seeds)",
+        default=1e-4,
+        help="AdamW's decoupled weight decay (0.05: ahead after one stage, level after two)",
     )
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)

@@ -83,7 +83,7 @@ def test_figures_of_another_recipe_or_a_run_not_held_out_are_refused(script, mon
 def test_cards_from_before_the_dice_term_and_weight_decay_are_read_as_what_they_ran(
     script, monkeypatch, tmp_path
 ):
-    args = arguments(script, monkeypatch, "--holdout", "none", "--weight-decay", "1e-4")
+    args = arguments(script, monkeypatch, "--holdout", "none")
     training = {**script.recipe(args), "selected_on": "held-out groups, AP@0.5 + mean AP"}
     del training["loss_weights"]["dice"]
     del training["weight_decay"]
@@ -92,12 +92,12 @@ def test_cards_from_before_the_dice_term_and_weight_decay_are_read_as_what_they_
                      metrics={"dsb2018_val": {"ap50": 0.7}})  # fmt: skip
     older = save_model(UNet(config), card, tmp_path)
     assert script.recipe_scores([older], config, script.recipe(args))["dsb2018_val"]["ap50"] == 0.7
-    with_dice = arguments(script, monkeypatch, "--holdout", "none", "--weight-decay", "1e-4", "--dice", "1")
+    with_dice = arguments(script, monkeypatch, "--holdout", "none", "--dice", "1")
     with pytest.raises(SystemExit, match="another recipe.*loss_weights"):
         script.recipe_scores([older], config, script.recipe(with_dice))
-    today = arguments(script, monkeypatch, "--holdout", "none")
+    decayed = arguments(script, monkeypatch, "--holdout", "none", "--weight-decay", "0.05")
     with pytest.raises(SystemExit, match="another recipe.*weight_decay"):
-        script.recipe_scores([older], config, script.recipe(today))
+        script.recipe_scores([older], config, script.recipe(decayed))
 
 
 def test_a_checkpoint_from_before_per_batch_crops_is_not_resumed(script, monkeypatch, tmp_path):
