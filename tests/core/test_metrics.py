@@ -5,6 +5,7 @@ from napari_loopseg.core.metrics import (
     Counts,
     RecallBySize,
     average_precision,
+    error_kinds,
     overlaps,
     scorecard,
     weak_spots,
@@ -90,3 +91,29 @@ def test_scorecard_splits_by_kind_and_names_weak_spots():
     spots = weak_spots(scores)
     assert len(spots) == 1 and spots[0].startswith("stained: AP@0.5 0.000")
     assert weak_spots(scorecard(items[:2])) == []
+
+
+def test_error_kinds_name_why_each_unmatched_object_has_no_match():
+    truth = np.zeros((40, 100), int)
+    truth[0:10, 0:10] = 1  # found
+    truth[0:10, 20:30] = 2  # missed
+    truth[0:10, 40:50], truth[0:10, 50:60] = 3, 4  # merged into one prediction
+    truth[20:30, 0:10] = 5  # split in two halves
+    truth[20:30, 20:30] = 6  # outline far too large
+    pred = np.zeros_like(truth)
+    pred[0:10, 0:10] = 1
+    pred[0:10, 40:60] = 2
+    pred[20:30, 0:5], pred[20:30, 5:10] = 3, 4
+    pred[15:40, 15:40] = 5  # IoU 100 / 625 with object 6
+    pred[35:40, 90:100] = 6  # on background
+    pred[0:3, 22:24] = 7  # a speck on object 2: under half of it covered
+    counts = error_kinds(truth, pred)
+    assert counts == {
+        "missed": 1,
+        "merged": 2,
+        "split": 1,
+        "outline": 1,
+        "on background": 1,
+        "on a nucleus": 5,  # the merge, the two halves, the large outline, the speck
+    }
+    assert error_kinds(truth, truth) == dict.fromkeys(counts, 0)

@@ -126,6 +126,60 @@ class RecallBySize:
         return out
 
 
+#: What each unmatched object is, in the order :func:`error_kinds` tests for them.
+MISS_KINDS = ("missed", "merged", "split", "outline")
+SPURIOUS_KINDS = ("on background", "on a nucleus")
+
+
+def error_kinds(truth: np.ndarray, pred: np.ndarray) -> dict[str, int]:
+    """Why each object without a match at IoU 0.5 has none, counted: the change that would help
+    differs (a missed nucleus asks for sensitivity, a merge for sharper centres, an outline for
+    better edges), so a recipe is aimed by where its errors are.
+
+    A true object is ``missed`` when predictions cover under half of it; ``merged`` when the
+    prediction covering most of it also covers more than half of another true object; ``split``
+    when two or more predictions each cover a fifth of it; else its ``outline`` is off (one
+    prediction, too large or too small). A prediction without a match is ``on a nucleus`` when half
+    of it lies on true objects or it covers half of one (a fragment, a merge, an outline too
+    large), else ``on background``."""
+    truth, pred = np.asarray(truth), np.asarray(pred)
+    if truth.shape != pred.shape:
+        raise ValueError(f"shapes differ: truth {truth.shape}, prediction {pred.shape}")
+    t = truth.ravel().astype(np.int64)
+    p = pred.ravel().astype(np.int64)
+    area_t, area_p = np.bincount(t), np.bincount(p)
+    both = (t > 0) & (p > 0)
+    keys, inter = np.unique(t[both] * (p.max() + 1) + p[both], return_counts=True)
+    rows, cols = keys // (p.max() + 1), keys % (p.max() + 1)
+    iou = inter / (area_t[rows] + area_p[cols] - inter)
+    matched_t, matched_p = set(rows[iou > 0.5].tolist()), set(cols[iou > 0.5].tolist())
+    # per prediction: how many true objects it covers more than half of
+    swallows = np.bincount(cols[inter > 0.5 * area_t[rows]], minlength=area_p.size)
+    covered_p = np.bincount(cols, weights=inter, minlength=area_p.size)
+    counts = dict.fromkeys(MISS_KINDS + SPURIOUS_KINDS, 0)
+    order = np.argsort(rows, kind="stable")
+    starts = np.searchsorted(rows[order], np.arange(area_t.size + 1))
+    for obj in np.flatnonzero(area_t):
+        if obj == 0 or obj in matched_t:
+            continue
+        mine = order[starts[obj] : starts[obj + 1]]
+        share = inter[mine] / area_t[obj]
+        if share.sum() < 0.5:
+            kind = "missed"
+        elif swallows[cols[mine[share.argmax()]]] - (share.max() > 0.5) >= 1:
+            kind = "merged"
+        elif (share >= 0.2).sum() >= 2:
+            kind = "split"
+        else:
+            kind = "outline"
+        counts[kind] += 1
+    for obj in np.flatnonzero(area_p):
+        if obj != 0 and obj not in matched_p:
+            on_truth = covered_p[obj] >= 0.5 * area_p[obj] or swallows[obj] > 0
+            counts["on a nucleus" if on_truth else "on background"] += 1
+    return counts
+
+
 def average_precision(truths, preds) -> dict[str, float]:
     """Pooled AP summary over pairs of label images."""
     counts = Counts()
