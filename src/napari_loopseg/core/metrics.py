@@ -29,6 +29,9 @@ class Overlaps:
     iou: np.ndarray
     n_true: int
     n_pred: int
+    shared: np.ndarray  # pixels the two objects share
+    truth_area: np.ndarray  # pixels of the true object
+    pred_area: np.ndarray  # pixels of the predicted object
 
 
 def overlaps(truth: np.ndarray, pred: np.ndarray) -> Overlaps:
@@ -45,7 +48,8 @@ def overlaps(truth: np.ndarray, pred: np.ndarray) -> Overlaps:
     keys, inter = np.unique(t[both] * len(p_ids) + p[both], return_counts=True)
     rows, cols = keys // len(p_ids), keys % len(p_ids)
     iou = inter / (area_t[rows] + area_p[cols] - inter)
-    return Overlaps(t_ids[rows], p_ids[cols], iou, len(t_ids) - t_bg, len(p_ids) - p_bg)
+    n_true, n_pred = len(t_ids) - t_bg, len(p_ids) - p_bg
+    return Overlaps(t_ids[rows], p_ids[cols], iou, n_true, n_pred, inter, area_t[rows], area_p[cols])
 
 
 @dataclass
@@ -142,41 +146,40 @@ def error_kinds(truth: np.ndarray, pred: np.ndarray) -> dict[str, int]:
     prediction, too large or too small). A prediction without a match is ``on a nucleus`` when half
     of it lies on true objects or it covers half of one (a fragment, a merge, an outline too
     large), else ``on background``."""
-    truth, pred = np.asarray(truth), np.asarray(pred)
-    if truth.shape != pred.shape:
-        raise ValueError(f"shapes differ: truth {truth.shape}, prediction {pred.shape}")
-    t = truth.ravel().astype(np.int64)
-    p = pred.ravel().astype(np.int64)
-    area_t, area_p = np.bincount(t), np.bincount(p)
-    both = (t > 0) & (p > 0)
-    keys, inter = np.unique(t[both] * (p.max() + 1) + p[both], return_counts=True)
-    rows, cols = keys // (p.max() + 1), keys % (p.max() + 1)
-    iou = inter / (area_t[rows] + area_p[cols] - inter)
-    matched_t, matched_p = set(rows[iou > 0.5].tolist()), set(cols[iou > 0.5].tolist())
-    # per prediction: how many true objects it covers more than half of
-    swallows = np.bincount(cols[inter > 0.5 * area_t[rows]], minlength=area_p.size)
-    covered_p = np.bincount(cols, weights=inter, minlength=area_p.size)
+    pairs = overlaps(truth, pred)
+    matched = pairs.iou > 0.5
+    halves = pairs.shared > 0.5 * pairs.truth_area
+    swallows = dict(zip(*np.unique(pairs.pred[halves], return_counts=True), strict=True))
     counts = dict.fromkeys(MISS_KINDS + SPURIOUS_KINDS, 0)
-    order = np.argsort(rows, kind="stable")
-    starts = np.searchsorted(rows[order], np.arange(area_t.size + 1))
-    for obj in np.flatnonzero(area_t):
-        if obj == 0 or obj in matched_t:
-            continue
-        mine = order[starts[obj] : starts[obj + 1]]
-        share = inter[mine] / area_t[obj]
+    # true objects: those sharing no pixel with any prediction are missed outright
+    unmatched = np.setdiff1d(pairs.truth, pairs.truth[matched])
+    counts["missed"] += pairs.n_true - int(matched.sum()) - unmatched.size
+    order = np.argsort(pairs.truth, kind="stable")
+    starts = np.searchsorted(pairs.truth[order], unmatched, side="left")
+    stops = np.searchsorted(pairs.truth[order], unmatched, side="right")
+    for start, stop in zip(starts, stops, strict=True):
+        mine = order[start:stop]
+        share = pairs.shared[mine] / pairs.truth_area[mine]
+        widest = int(share.argmax())
         if share.sum() < 0.5:
             kind = "missed"
-        elif swallows[cols[mine[share.argmax()]]] - (share.max() > 0.5) >= 1:
+        elif swallows.get(pairs.pred[mine][widest], 0) - (share[widest] > 0.5) >= 1:
             kind = "merged"
         elif (share >= 0.2).sum() >= 2:
             kind = "split"
         else:
             kind = "outline"
         counts[kind] += 1
-    for obj in np.flatnonzero(area_p):
-        if obj != 0 and obj not in matched_p:
-            on_truth = covered_p[obj] >= 0.5 * area_p[obj] or swallows[obj] > 0
-            counts["on a nucleus" if on_truth else "on background"] += 1
+    # predictions: those sharing no pixel with any true object lie on background
+    spurious = np.setdiff1d(pairs.pred, pairs.pred[matched])
+    counts["on background"] += pairs.n_pred - int(matched.sum()) - spurious.size
+    on_spurious = np.isin(pairs.pred, spurious)
+    index = np.searchsorted(spurious, pairs.pred[on_spurious])
+    shared = np.bincount(index, weights=pairs.shared[on_spurious], minlength=spurious.size)
+    area = np.zeros(spurious.size)
+    area[index] = pairs.pred_area[on_spurious]
+    for obj, on, size in zip(spurious, shared, area, strict=True):
+        counts["on a nucleus" if on >= 0.5 * size or obj in swallows else "on background"] += 1
     return counts
 
 
