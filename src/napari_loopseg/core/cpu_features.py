@@ -1,7 +1,8 @@
 """Does this CPU run bf16 natively? Read from its own feature flags, without torch.
 
 bf16 autocast pays off on a CPU only with bf16 instructions (x86 AVX512-BF16 or AMX-BF16, arm64
-BF16); elsewhere torch emulates bf16 at about half the fp32 speed. torch cannot tell the two apart:
+BF16); elsewhere torch emulates bf16: at about half the fp32 speed on AVX-512 CPUs, at a ninth on an
+AVX2-only one (an AMD EPYC, `benchmarks/results/speed-cpu-avx2*.json`). torch cannot tell the two apart:
 ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` says yes on any AVX-512 CPU, and
 ``torch.backends.cpu.get_cpu_capability()`` names only the vector width ("AVX2", "AVX512"). So the
 flags decide: /proc/cpuinfo on Linux, sysctl on macOS. Windows has no such source without CPUID

@@ -2,7 +2,7 @@
 
 Device ``auto`` picks CUDA, then Apple MPS, then the CPU. Precision ``auto`` uses bf16 autocast on
 GPUs with bf16 (fp16 on older ones) and on CPUs with native bf16 instructions (see
-:mod:`.cpu_features`: emulated bf16 is about 2x slower than fp32), fp32 elsewhere; always with
+:mod:`.cpu_features`: emulated bf16 is 2-9x slower than fp32), fp32 elsewhere; always with
 channels-last memory. On a GPU, the batch is sized from free memory, tiles go up from pinned
 memory and are stitched on the device. Out of memory, the predictor halves the batch, then the
 tile, then stops with a clear message.
