@@ -166,7 +166,8 @@ def parse_args() -> argparse.Namespace:
         "--stop-at",
         type=int,
         default=None,
-        help="end after this step (a shorter ablation on the --steps schedule); with --resume too",
+        help="end after this step, a validation step (a shorter ablation on the --steps schedule); "
+        "with --resume too",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
@@ -266,6 +267,16 @@ def parse_args() -> argparse.Namespace:
         args.name = "nuclei" if args.out.resolve() == bundled_dir().resolve() else f"nuclei-{args.run.name}"
     if args.stop_at is not None and args.holdout == "none":
         parser.error("--stop-at needs held-out images to choose the model from: not with --holdout none")
+    if args.holdout != "none" and args.validate_every < 1:
+        parser.error(
+            "--validate-every must be at least 1: a held-out run chooses its model by validation "
+            "(--holdout none trains without)"
+        )
+    if args.stop_at is not None and args.stop_at % args.validate_every:
+        parser.error(
+            f"--stop-at {args.stop_at} is not a validation step (--validate-every {args.validate_every}): "
+            "the run would stop with its last steps neither validated nor saved"
+        )
     if args.scores_from and args.holdout != "none":
         parser.error("--scores-from is for --holdout none: a held-out run scores itself")
     return args

@@ -39,6 +39,22 @@ def test_checkpoint_options_are_json(script, monkeypatch, tmp_path):
     assert options["scale"] == [0.75, 1.33]
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--validate-every", "0"], "--validate-every must be at least 1"),
+        (["--stop-at", "40"], "--stop-at 40 is not a validation step"),
+        (["--stop-at", "1500", "--validate-every", "1000"], "--stop-at 1500 is not a validation step"),
+    ],
+)
+def test_a_held_out_run_cannot_stop_where_nothing_was_validated(script, monkeypatch, capsys, extra, message):
+    """Such a run ended in a traceback after its training: no checkpoint had been chosen."""
+    with pytest.raises(SystemExit):
+        arguments(script, monkeypatch, *extra)
+    assert message in capsys.readouterr().err
+    assert arguments(script, monkeypatch, "--stop-at", "3000", "--validate-every", "1000").stop_at == 3000
+
+
 def test_a_model_trained_on_everything_carries_held_out_figures_naming_their_model(
     script, monkeypatch, tmp_path
 ):
